@@ -1,0 +1,228 @@
+// Package cli is the latchkey command: subcommands built from one table, and
+// configuration from the environment with flags taking precedence.
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+
+	"github.com/latchkey/latchkey/internal/adminkeys"
+	"github.com/latchkey/latchkey/internal/app"
+	"github.com/latchkey/latchkey/internal/config"
+	"github.com/latchkey/latchkey/internal/logging"
+	"github.com/latchkey/latchkey/internal/migrate"
+	"github.com/latchkey/latchkey/internal/store"
+)
+
+// Env gives the command its environment; os.LookupEnv in production.
+type Env struct {
+	Lookup  func(string) (string, bool)
+	Stdout  io.Writer
+	Stderr  io.Writer
+	Version string
+}
+
+// ErrUsage marks a mistake in the command line; main exits with status 2.
+var ErrUsage = errors.New("usage")
+
+type command struct {
+	name    string
+	args    string
+	summary string
+	run     func(ctx context.Context, env Env, cfg config.Config, args []string) error
+}
+
+func commands() []command {
+	return []command{
+		{"dev", "", "run everything in one process: migrations, embedded NATS, the HTTP API and every worker", runDev},
+		{"serve", "", "run the HTTP API (ingress)", runServe},
+		{"worker", "[ROLE…]", "run workers: tokens, mailer, notifier, campaigns, scheduler (default: all)", runWorker},
+		{"migrate", "", "apply pending database migrations (safe to run concurrently)", runMigrate},
+		{"admin-key", "create --name NAME [--domain DOMAIN]", "create an admin API key; it is printed once", runAdminKey},
+		{"version", "", "print the version", func(_ context.Context, env Env, _ config.Config, _ []string) error {
+			fmt.Fprintln(env.Stdout, "latchkey", env.Version)
+			return nil
+		}},
+	}
+}
+
+// Run executes the command line args (without the program name).
+func Run(ctx context.Context, env Env, args []string) error {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		usage(env.Stdout)
+		if len(args) == 0 {
+			return ErrUsage
+		}
+		return nil
+	}
+	for _, c := range commands() {
+		if c.name != args[0] {
+			continue
+		}
+		fs := flag.NewFlagSet("latchkey "+c.name, flag.ContinueOnError)
+		fs.SetOutput(env.Stderr)
+		settingByFlag := map[string]string{}
+		for _, s := range config.Settings() {
+			fs.String(s.Flag(), "", fmt.Sprintf("%s (env %s)", s.Help, s.Env()))
+			settingByFlag[s.Flag()] = s.Name
+		}
+		rest := args[1:]
+		if c.name == "admin-key" && len(rest) > 0 && rest[0] == "create" {
+			rest = rest[1:]
+		} else if c.name == "admin-key" {
+			return fmt.Errorf("%w: latchkey admin-key create --name NAME [--domain DOMAIN]", ErrUsage)
+		}
+		var keyName, keyDomain *string
+		if c.name == "admin-key" {
+			keyName = fs.String("name", "", "a name for the key, e.g. who uses it")
+			keyDomain = fs.String("domain", "", "limit the key to this domain")
+		}
+		if err := fs.Parse(rest); err != nil {
+			return fmt.Errorf("%w: %w", ErrUsage, err)
+		}
+		overrides := map[string]string{}
+		fs.Visit(func(f *flag.Flag) {
+			if name, ok := settingByFlag[f.Name]; ok {
+				overrides[name] = f.Value.String()
+			}
+		})
+		cfg, err := config.Load(env.Lookup, overrides)
+		if err != nil {
+			return fmt.Errorf("configuration: %w", err)
+		}
+		cmdArgs := fs.Args()
+		if c.name == "admin-key" {
+			cmdArgs = []string{*keyName, *keyDomain}
+		}
+		return c.run(ctx, env, cfg, cmdArgs)
+	}
+	usage(env.Stderr)
+	return fmt.Errorf("%w: unknown command %q", ErrUsage, args[0])
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "Usage: latchkey COMMAND [FLAGS]")
+	fmt.Fprintln(w, "\nCommands:")
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-10s %-38s %s\n", c.name, c.args, c.summary)
+	}
+	fmt.Fprintln(w, "\nConfiguration comes from LATCHKEY_* environment variables; every one is also a flag")
+	fmt.Fprintln(w, "(LATCHKEY_HTTP_ADDR is --http-addr). `latchkey COMMAND -h` lists them.")
+}
+
+func runDev(ctx context.Context, env Env, cfg config.Config, args []string) error {
+	if len(args) > 0 {
+		return fmt.Errorf("%w: dev takes no arguments", ErrUsage)
+	}
+	log := logging.New(env.Stderr, cfg.LogLevel, cfg.LogFormat)
+	a, err := app.Open(ctx, cfg, log, app.Options{Migrate: true})
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	workersDone := make(chan error, 1)
+	go func() { workersDone <- a.RunWorkers(ctx, app.AllRoles(), app.Handlers{}) }()
+	err = a.Serve(ctx, cfg.HTTPAddr, a.Handler(), func(addr net.Addr) {
+		fmt.Fprintf(env.Stdout, "\nLatchkey is running (Ctrl-C stops it).\n")
+		fmt.Fprintf(env.Stdout, "  API:      http://%s\n", addr)
+		if cfg.DevMailboxURL != "" {
+			fmt.Fprintf(env.Stdout, "  Mailbox:  %s\n", cfg.DevMailboxURL)
+		}
+		fmt.Fprintf(env.Stdout, "  NATS:     %s\n", a.NATSURL())
+		fmt.Fprintf(env.Stdout, "  Links in email point at %s\n\n", cfg.PublicBaseURL)
+	})
+	cancel()
+	return errors.Join(err, <-workersDone)
+}
+
+func runServe(ctx context.Context, env Env, cfg config.Config, args []string) error {
+	if len(args) > 0 {
+		return fmt.Errorf("%w: serve takes no arguments", ErrUsage)
+	}
+	log := logging.New(env.Stderr, cfg.LogLevel, cfg.LogFormat)
+	a, err := app.Open(ctx, cfg, log, app.Options{})
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	return a.Serve(ctx, cfg.HTTPAddr, a.Handler(), func(addr net.Addr) {
+		log.Info().Str("addr", addr.String()).Msg("http api listening")
+	})
+}
+
+func runWorker(ctx context.Context, env Env, cfg config.Config, args []string) error {
+	roles, err := app.ParseRoles(args)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrUsage, err)
+	}
+	log := logging.New(env.Stderr, cfg.LogLevel, cfg.LogFormat)
+	a, err := app.Open(ctx, cfg, log, app.Options{})
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	opsDone := make(chan error, 1)
+	if cfg.OpsAddr != "" {
+		go func() { opsDone <- a.Serve(ctx, cfg.OpsAddr, a.OpsHandler(), nil) }()
+	} else {
+		opsDone <- nil
+	}
+	err = a.RunWorkers(ctx, roles, app.Handlers{})
+	cancel()
+	return errors.Join(err, <-opsDone)
+}
+
+func runMigrate(ctx context.Context, env Env, cfg config.Config, args []string) error {
+	if len(args) > 0 {
+		return fmt.Errorf("%w: migrate takes no arguments", ErrUsage)
+	}
+	pool, err := store.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	res, err := migrate.Up(ctx, pool)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stdout, "schema at version %d (%d migrations applied)\n", res.To, res.Applied)
+	return nil
+}
+
+func runAdminKey(ctx context.Context, env Env, cfg config.Config, args []string) error {
+	name, domain := args[0], args[1]
+	if strings.TrimSpace(name) == "" {
+		return fmt.Errorf("%w: --name is required", ErrUsage)
+	}
+	pool, err := store.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	st := store.New(pool)
+	if err := migrate.Check(ctx, pool); err != nil {
+		return err
+	}
+	key, created, err := adminkeys.Create(ctx, st, name, domain)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stderr, "admin key %s (%s) created; it is shown once, store it now:\n", created.ID, created.Name)
+	fmt.Fprintln(env.Stdout, key)
+	return nil
+}
+
+// OSEnv is the real process environment.
+func OSEnv(version string) Env {
+	return Env{Lookup: os.LookupEnv, Stdout: os.Stdout, Stderr: os.Stderr, Version: version}
+}

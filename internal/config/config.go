@@ -1,0 +1,460 @@
+// Package config reads Latchkey's configuration from LATCHKEY_* environment
+// variables (and the legacy servlet's aliases), with command-line flags taking
+// precedence. Every setting is declared once in the settings table below, so
+// parsing, validation, flags and the README's table cannot drift apart.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/mail"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Prefix is put in front of every setting's name to make its environment variable.
+const Prefix = "LATCHKEY_"
+
+// Disclosure says whether the recovery endpoints tell a caller that an
+// account does not exist.
+type Disclosure string
+
+const (
+	DisclosureExplicit Disclosure = "explicit"
+	DisclosureUniform  Disclosure = "uniform"
+)
+
+// Rate is an allowance of N events per window.
+type Rate struct {
+	Count  int
+	Window time.Duration
+}
+
+func (r Rate) String() string { return fmt.Sprintf("%d/%s", r.Count, r.Window) }
+
+// Config is the whole configuration of one Latchkey process.
+type Config struct {
+	DatabaseURL string
+	NATSURL     string // empty: run nats-server embedded in the process
+	NATSListen  string // where the embedded nats-server listens
+	DataDir     string
+
+	StreamReplicas  int
+	StreamMaxAge    time.Duration
+	EventAckWait    time.Duration
+	EventMaxDeliver int
+
+	HTTPAddr      string
+	OpsAddr       string
+	PublicBaseURL *url.URL
+	MaxBodyBytes  int64
+
+	SMTPURL         *url.URL
+	MailFromName    string
+	MailFromAddress string
+
+	ResetTTL   time.Duration
+	WelcomeTTL time.Duration
+	SessionTTL time.Duration
+
+	PasswordMinLength int
+	PasswordMaxLength int
+	PINMinLength      int
+	PINMaxLength      int
+
+	Disclosure          Disclosure
+	LockoutThreshold    int
+	LockoutDuration     time.Duration
+	UnlockOnReset       bool
+	LoginAfterReset     bool
+	LegacyConfirmPage   bool
+	RateLimitPerAccount Rate
+	RateLimitPerAddress Rate
+
+	AdminToken string
+
+	LogLevel  string
+	LogFormat string
+
+	ShutdownTimeout time.Duration
+	DevMailboxURL   string
+}
+
+// Setting describes one configuration variable.
+type Setting struct {
+	Name    string // without Prefix
+	Default string
+	Help    string
+	Secret  bool
+	// Aliases are legacy variable names honoured when the LATCHKEY_ one is
+	// unset; convert turns the legacy value into this setting's format.
+	Aliases []Alias
+	set     func(*Config, string) error
+}
+
+// Alias is a legacy environment variable that feeds a setting.
+type Alias struct {
+	Env     string
+	convert func(string) (string, error)
+}
+
+// Env is the setting's environment variable.
+func (s Setting) Env() string { return Prefix + s.Name }
+
+// Flag is the setting's command-line flag name, e.g. http-addr.
+func (s Setting) Flag() string { return strings.ToLower(strings.ReplaceAll(s.Name, "_", "-")) }
+
+// Settings lists every setting, in the order the README documents them.
+func Settings() []Setting {
+	return []Setting{
+		{Name: "DATABASE_URL", Default: "postgres://postgres@127.0.0.1:55432/latchkey?sslmode=disable", Secret: true,
+			Help: "PostgreSQL connection URL (the default is the private cluster of `make run`/`make test`).",
+			set:  func(c *Config, v string) error { c.DatabaseURL = v; return requireNonEmpty(v) }},
+		{Name: "NATS_URL", Default: "",
+			Help: "NATS server URLs, comma-separated. Empty runs nats-server with JetStream inside the process.",
+			set:  func(c *Config, v string) error { c.NATSURL = v; return nil }},
+		{Name: "NATS_LISTEN", Default: "127.0.0.1:4222",
+			Help: "Where the embedded nats-server listens, so separate worker processes can join it. Port 0 picks a free one.",
+			set:  func(c *Config, v string) error { c.NATSListen = v; return parseHostPort(v) }},
+		{Name: "DATA_DIR", Default: "data",
+			Help: "Local state: the embedded nats-server's JetStream storage.",
+			set:  func(c *Config, v string) error { c.DataDir = v; return requireNonEmpty(v) }},
+		{Name: "STREAM_REPLICAS", Default: "1",
+			Help: "Replicas of the JetStream stream (1 locally, 3 in a cluster).",
+			set:  func(c *Config, v string) (err error) { c.StreamReplicas, err = parseIntRange(v, 1, 5); return }},
+		{Name: "STREAM_MAX_AGE", Default: "168h",
+			Help: "How long the stream keeps events.",
+			set:  func(c *Config, v string) (err error) { c.StreamMaxAge, err = parseDuration(v, time.Minute); return }},
+		{Name: "EVENT_ACK_WAIT", Default: "30s",
+			Help: "How long a worker may hold an event before JetStream redelivers it.",
+			set:  func(c *Config, v string) (err error) { c.EventAckWait, err = parseDuration(v, time.Second); return }},
+		{Name: "EVENT_MAX_DELIVER", Default: "8",
+			Help: "Deliveries of one event before it becomes a dead letter.",
+			set:  func(c *Config, v string) (err error) { c.EventMaxDeliver, err = parseIntRange(v, 1, 100); return }},
+		{Name: "HTTP_ADDR", Default: "127.0.0.1:8080",
+			Help: "Listen address of the HTTP API.",
+			set:  func(c *Config, v string) error { c.HTTPAddr = v; return parseHostPort(v) }},
+		{Name: "OPS_ADDR", Default: "",
+			Help: "Listen address for /healthz, /readyz and /metrics in processes without the HTTP API (workers). Empty: off.",
+			set: func(c *Config, v string) error {
+				c.OpsAddr = v
+				if v == "" {
+					return nil
+				}
+				return parseHostPort(v)
+			}},
+		{Name: "PUBLIC_BASE_URL", Default: "http://127.0.0.1:8080",
+			Help:    "Base of every link in email. Links are never built from request headers.",
+			Aliases: []Alias{{Env: "APPSERVER_BASEURL", convert: identity}},
+			set:     func(c *Config, v string) (err error) { c.PublicBaseURL, err = parseBaseURL(v); return }},
+		{Name: "MAX_BODY_BYTES", Default: "65536",
+			Help: "Largest request body accepted; larger ones get 413.",
+			set: func(c *Config, v string) error {
+				n, err := parseIntRange(v, 1024, 1<<24)
+				c.MaxBodyBytes = int64(n)
+				return err
+			}},
+		{Name: "SMTP_URL", Default: "smtp://127.0.0.1:1025", Secret: true,
+			Help: "SMTP server: `smtp://[user:pass@]host:port` (STARTTLS when offered; `?starttls=required` to insist) or `smtps://` for implicit TLS.",
+			set:  func(c *Config, v string) (err error) { c.SMTPURL, err = parseSMTPURL(v); return }},
+		{Name: "MAIL_FROM_NAME", Default: "Latchkey",
+			Help: "Sender name of every email (a per-domain override is possible).",
+			set:  func(c *Config, v string) error { c.MailFromName = v; return rejectControl(v) }},
+		{Name: "MAIL_FROM_ADDRESS", Default: "no-reply@latchkey.localhost",
+			Help: "Sender address of every email (a per-domain override is possible).",
+			set:  func(c *Config, v string) error { c.MailFromAddress = v; return parseAddress(v) }},
+		{Name: "RESET_TTL", Default: "30m",
+			Help:    "Lifetime of a password-reset link (and of a legacy confirmation link).",
+			Aliases: []Alias{{Env: "DELTACONTROL_RESET_TIMEOUT", convert: minutesToDuration}},
+			set:     func(c *Config, v string) (err error) { c.ResetTTL, err = parseDuration(v, time.Minute); return }},
+		{Name: "WELCOME_TTL", Default: "72h",
+			Help: "Lifetime of a welcome (setup) link.",
+			set:  func(c *Config, v string) (err error) { c.WelcomeTTL, err = parseDuration(v, time.Minute); return }},
+		{Name: "SESSION_TTL", Default: "12h",
+			Help: "Lifetime of a login session.",
+			set:  func(c *Config, v string) (err error) { c.SessionTTL, err = parseDuration(v, time.Minute); return }},
+		{Name: "PASSWORD_MIN_LENGTH", Default: "8",
+			Help: "Shortest password accepted, in characters.",
+			set:  func(c *Config, v string) (err error) { c.PasswordMinLength, err = parseIntRange(v, 1, 1024); return }},
+		{Name: "PASSWORD_MAX_LENGTH", Default: "64",
+			Help: "Longest password accepted, in characters.",
+			set:  func(c *Config, v string) (err error) { c.PasswordMaxLength, err = parseIntRange(v, 1, 1024); return }},
+		{Name: "PIN_MIN_LENGTH", Default: "4",
+			Help: "Shortest voicemail PIN accepted, in digits.",
+			set:  func(c *Config, v string) (err error) { c.PINMinLength, err = parseIntRange(v, 1, 64); return }},
+		{Name: "PIN_MAX_LENGTH", Default: "10",
+			Help: "Longest voicemail PIN accepted, in digits.",
+			set:  func(c *Config, v string) (err error) { c.PINMaxLength, err = parseIntRange(v, 1, 64); return }},
+		{Name: "DISCLOSURE", Default: "explicit",
+			Help: "`explicit`: recovery endpoints say when an account is unknown or ambiguous. `uniform`: they always answer alike.",
+			set: func(c *Config, v string) error {
+				switch Disclosure(v) {
+				case DisclosureExplicit, DisclosureUniform:
+					c.Disclosure = Disclosure(v)
+					return nil
+				}
+				return errors.New("must be explicit or uniform")
+			}},
+		{Name: "LOCKOUT_THRESHOLD", Default: "5",
+			Help: "Failed logins in a row that lock an account.",
+			set:  func(c *Config, v string) (err error) { c.LockoutThreshold, err = parseIntRange(v, 1, 1000); return }},
+		{Name: "LOCKOUT_DURATION", Default: "15m",
+			Help: "How long a locked account stays locked.",
+			set:  func(c *Config, v string) (err error) { c.LockoutDuration, err = parseDuration(v, time.Second); return }},
+		{Name: "UNLOCK_ON_RESET", Default: "false",
+			Help:    "A password-reset request unlocks a locked account.",
+			Aliases: []Alias{{Env: "DELTACONTROL_RESET_UNLOCK_ACCOUNT", convert: yesNoToBool}},
+			set:     func(c *Config, v string) (err error) { c.UnlockOnReset, err = strconv.ParseBool(v); return }},
+		{Name: "LOGIN_AFTER_RESET", Default: "true",
+			Help: "A successful password reset answers with a session (the user is logged in).",
+			set:  func(c *Config, v string) (err error) { c.LoginAfterReset, err = strconv.ParseBool(v); return }},
+		{Name: "LEGACY_CONFIRM_PAGE", Default: "false",
+			Help: "The legacy confirm link shows a page whose button confirms, for sites whose mail scanners click links.",
+			set:  func(c *Config, v string) (err error) { c.LegacyConfirmPage, err = strconv.ParseBool(v); return }},
+		{Name: "RATE_LIMIT_PER_ACCOUNT", Default: "5/15m",
+			Help: "Recovery requests allowed per account, as `N/duration`.",
+			set:  func(c *Config, v string) (err error) { c.RateLimitPerAccount, err = ParseRate(v); return }},
+		{Name: "RATE_LIMIT_PER_ADDRESS", Default: "30/15m",
+			Help: "Recovery and login requests allowed per client address, as `N/duration`.",
+			set:  func(c *Config, v string) (err error) { c.RateLimitPerAddress, err = ParseRate(v); return }},
+		{Name: "ADMIN_TOKEN", Default: "", Secret: true,
+			Help: "Bootstrap admin credential (at least 16 characters). Empty: only keys from `latchkey admin-key create` work.",
+			set: func(c *Config, v string) error {
+				c.AdminToken = v
+				if v != "" && len(v) < 16 {
+					return errors.New("must be at least 16 characters long")
+				}
+				return nil
+			}},
+		{Name: "LOG_LEVEL", Default: "info",
+			Help: "debug, info, warn or error.",
+			set: func(c *Config, v string) error {
+				switch v {
+				case "debug", "info", "warn", "error":
+					c.LogLevel = v
+					return nil
+				}
+				return errors.New("must be debug, info, warn or error")
+			}},
+		{Name: "LOG_FORMAT", Default: "json",
+			Help: "json, or console for people.",
+			set: func(c *Config, v string) error {
+				switch v {
+				case "json", "console":
+					c.LogFormat = v
+					return nil
+				}
+				return errors.New("must be json or console")
+			}},
+		{Name: "SHUTDOWN_TIMEOUT", Default: "30s",
+			Help: "How long a stopping process waits for in-flight work.",
+			set:  func(c *Config, v string) (err error) { c.ShutdownTimeout, err = parseDuration(v, time.Second); return }},
+		{Name: "DEV_MAILBOX_URL", Default: "",
+			Help: "Printed by `latchkey dev` as the web mailbox of the local SMTP sink.",
+			set:  func(c *Config, v string) error { c.DevMailboxURL = v; return nil }},
+	}
+}
+
+// Load builds the configuration. lookup reads the environment (os.LookupEnv);
+// overrides holds flag values by setting name and wins over the environment.
+// The error names the variable at fault.
+func Load(lookup func(string) (string, bool), overrides map[string]string) (Config, error) {
+	var cfg Config
+	var errs []error
+	for _, s := range Settings() {
+		value, source, err := resolve(s, lookup, overrides)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if err := s.set(&cfg, value); err != nil {
+			errs = append(errs, fmt.Errorf("%s: invalid value %s: %w", source, quoteUnlessSecret(s, value), err))
+		}
+	}
+	if len(errs) == 0 {
+		errs = append(errs, cfg.crossCheck()...)
+	}
+	return cfg, errors.Join(errs...)
+}
+
+func resolve(s Setting, lookup func(string) (string, bool), overrides map[string]string) (value, source string, err error) {
+	if v, ok := overrides[s.Name]; ok {
+		return v, "--" + s.Flag(), nil
+	}
+	if v, ok := lookup(s.Env()); ok {
+		return v, s.Env(), nil
+	}
+	for _, a := range s.Aliases {
+		if v, ok := lookup(a.Env); ok {
+			converted, err := a.convert(v)
+			if err != nil {
+				return "", "", fmt.Errorf("%s: invalid value %q: %w", a.Env, v, err)
+			}
+			return converted, a.Env, nil
+		}
+	}
+	return s.Default, s.Env() + " (default)", nil
+}
+
+func (c *Config) crossCheck() []error {
+	var errs []error
+	if c.PasswordMinLength > c.PasswordMaxLength {
+		errs = append(errs, fmt.Errorf("%sPASSWORD_MIN_LENGTH (%d) must not exceed %sPASSWORD_MAX_LENGTH (%d)",
+			Prefix, c.PasswordMinLength, Prefix, c.PasswordMaxLength))
+	}
+	if c.PINMinLength > c.PINMaxLength {
+		errs = append(errs, fmt.Errorf("%sPIN_MIN_LENGTH (%d) must not exceed %sPIN_MAX_LENGTH (%d)",
+			Prefix, c.PINMinLength, Prefix, c.PINMaxLength))
+	}
+	return errs
+}
+
+// SettingNames lists the names of all settings, sorted; flags are built from it.
+func SettingNames() []string {
+	var names []string
+	for _, s := range Settings() {
+		names = append(names, s.Name)
+	}
+	sort.Strings(names)
+	return names
+}
+
+func quoteUnlessSecret(s Setting, v string) string {
+	if s.Secret {
+		return "(redacted)"
+	}
+	return strconv.Quote(v)
+}
+
+func identity(v string) (string, error) { return v, nil }
+
+func minutesToDuration(v string) (string, error) {
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil || n < 1 {
+		return "", errors.New("must be a whole number of minutes, at least 1")
+	}
+	return (time.Duration(n) * time.Minute).String(), nil
+}
+
+func yesNoToBool(v string) (string, error) {
+	switch strings.ToUpper(strings.TrimSpace(v)) {
+	case "YES":
+		return "true", nil
+	case "NO":
+		return "false", nil
+	}
+	return "", errors.New("must be YES or NO")
+}
+
+func requireNonEmpty(v string) error {
+	if strings.TrimSpace(v) == "" {
+		return errors.New("must not be empty")
+	}
+	return nil
+}
+
+func rejectControl(v string) error {
+	if strings.ContainsAny(v, "\r\n\x00") {
+		return errors.New("must not contain line breaks")
+	}
+	return nil
+}
+
+func parseIntRange(v string, lo, hi int) (int, error) {
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil {
+		return 0, errors.New("must be a whole number")
+	}
+	if n < lo || n > hi {
+		return 0, fmt.Errorf("must be between %d and %d", lo, hi)
+	}
+	return n, nil
+}
+
+func parseDuration(v string, least time.Duration) (time.Duration, error) {
+	d, err := time.ParseDuration(strings.TrimSpace(v))
+	if err != nil {
+		return 0, errors.New("must be a duration such as 30m or 72h")
+	}
+	if d < least {
+		return 0, fmt.Errorf("must be at least %s", least)
+	}
+	return d, nil
+}
+
+func parseHostPort(v string) error {
+	_, port, err := net.SplitHostPort(v)
+	if err != nil {
+		return errors.New("must be host:port, e.g. 127.0.0.1:8080")
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return errors.New("port must be a number from 0 to 65535")
+	}
+	return nil
+}
+
+func parseBaseURL(v string) (*url.URL, error) {
+	u, err := url.Parse(strings.TrimSpace(v))
+	if err != nil {
+		return nil, errors.New("must be an absolute http or https URL")
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, errors.New("must be an absolute http or https URL")
+	}
+	if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return nil, errors.New("must not carry a query, fragment or credentials")
+	}
+	u.Path = strings.TrimRight(u.Path, "/")
+	return u, nil
+}
+
+func parseSMTPURL(v string) (*url.URL, error) {
+	u, err := url.Parse(strings.TrimSpace(v))
+	if err != nil {
+		// url.Parse's error repeats the URL, which may hold a password.
+		return nil, errors.New("must be smtp://host:port or smtps://host:port")
+	}
+	if (u.Scheme != "smtp" && u.Scheme != "smtps") || u.Hostname() == "" {
+		return nil, errors.New("must be smtp://host:port or smtps://host:port")
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return nil, errors.New("port must be a number from 1 to 65535")
+		}
+	}
+	switch u.Query().Get("starttls") {
+	case "", "opportunistic", "required", "off":
+	default:
+		return nil, errors.New("starttls must be opportunistic, required or off")
+	}
+	return u, nil
+}
+
+func parseAddress(v string) error {
+	a, err := mail.ParseAddress(v)
+	if err != nil || a.Name != "" || a.Address != v {
+		return errors.New("must be a plain email address such as no-reply@example.com")
+	}
+	return nil
+}
+
+// ParseRate reads `N/duration`, e.g. 5/15m.
+func ParseRate(v string) (Rate, error) {
+	count, window, ok := strings.Cut(strings.TrimSpace(v), "/")
+	if !ok {
+		return Rate{}, errors.New("must be N/duration, e.g. 5/15m")
+	}
+	n, err := strconv.Atoi(count)
+	if err != nil || n < 1 {
+		return Rate{}, errors.New("must be N/duration with N at least 1, e.g. 5/15m")
+	}
+	d, err := time.ParseDuration(window)
+	if err != nil || d < time.Second {
+		return Rate{}, errors.New("must be N/duration with a duration of at least 1s, e.g. 5/15m")
+	}
+	return Rate{Count: n, Window: d}, nil
+}

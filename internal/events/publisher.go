@@ -1,0 +1,47 @@
+package events
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Publisher puts events on the stream.
+type Publisher struct {
+	js jetstream.JetStream
+}
+
+// NewPublisher wraps a JetStream context.
+func NewPublisher(js jetstream.JetStream) *Publisher { return &Publisher{js: js} }
+
+// Publish stores the event once: a second publish of the same event id within
+// the stream's duplicate window is dropped by JetStream and reported as
+// duplicate. Publish returns after the stream acknowledged the write.
+func (p *Publisher) Publish(ctx context.Context, e Event) (duplicate bool, err error) {
+	if err := e.Validate(); err != nil {
+		return false, err
+	}
+	msg, err := encode(e)
+	if err != nil {
+		return false, err
+	}
+	ack, err := p.js.PublishMsg(ctx, msg, jetstream.WithMsgID(e.ID), jetstream.WithExpectStream(StreamName))
+	if err != nil {
+		return false, fmt.Errorf("publish %s %s: %w", e.Type, e.ID, err)
+	}
+	return ack.Duplicate, nil
+}
+
+func encode(e Event) (*nats.Msg, error) {
+	body, err := json.Marshal(e)
+	if err != nil {
+		return nil, fmt.Errorf("encode event %s: %w", e.ID, err)
+	}
+	msg := nats.NewMsg(e.NATSSubject())
+	msg.Data = body
+	msg.Header.Set("Content-Type", ContentType)
+	return msg, nil
+}

@@ -1,0 +1,260 @@
+package events
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/latchkey/latchkey/internal/store"
+)
+
+// Handler applies one event. Its error decides what happens next:
+//   - nil: done, the message is acked;
+//   - an error wrapping ErrPermanent (see Permanent) or ErrInvalidEvent: it
+//     can never succeed, so it becomes a dead letter at once;
+//   - any other error: transient, redelivered after a backoff until the
+//     consumer's MaxDeliver, then a dead letter.
+//
+// Handlers must make their effect idempotent (see store.MarkEventProcessed):
+// delivery is at least once.
+type Handler func(ctx context.Context, e Event) error
+
+// ErrPermanent marks a failure that retrying cannot fix.
+var ErrPermanent = errors.New("permanent failure")
+
+// Permanent wraps err so the runner dead-letters the event without retrying.
+func Permanent(err error) error { return fmt.Errorf("%w: %w", ErrPermanent, err) }
+
+// RetryAfter wraps a transient err with the delay the handler wants before
+// the next attempt (an SMTP server's hint, say).
+func RetryAfter(err error, delay time.Duration) error { return &retryError{err: err, delay: delay} }
+
+type retryError struct {
+	err   error
+	delay time.Duration
+}
+
+func (e *retryError) Error() string { return e.err.Error() }
+func (e *retryError) Unwrap() error { return e.err }
+
+// DeadLetterStore records events a worker gave up on.
+type DeadLetterStore interface {
+	InsertDeadLetter(ctx context.Context, d store.DeadLetter) error
+}
+
+// RunnerConfig configures a Runner.
+type RunnerConfig struct {
+	// Consumer is the durable name, used in logs, metrics and dead letters.
+	Consumer string
+	// MaxDeliver must equal the consumer's MaxDeliver: the runner turns the
+	// last failed attempt into a dead letter itself.
+	MaxDeliver int
+	// Concurrency is how many events are handled at once.
+	Concurrency int
+	// RetryBase and RetryMax shape the exponential backoff between attempts.
+	RetryBase, RetryMax time.Duration
+	// HandlerTimeout bounds one attempt; keep it below the consumer's AckWait.
+	HandlerTimeout time.Duration
+	// ShutdownTimeout bounds how long in-flight events may finish after Run's
+	// context is cancelled.
+	ShutdownTimeout time.Duration
+}
+
+func (c *RunnerConfig) fill() {
+	if c.MaxDeliver == 0 {
+		c.MaxDeliver = 8
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = 16
+	}
+	if c.RetryBase == 0 {
+		c.RetryBase = time.Second
+	}
+	if c.RetryMax == 0 {
+		c.RetryMax = 5 * time.Minute
+	}
+	if c.HandlerTimeout == 0 {
+		c.HandlerTimeout = 25 * time.Second
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = 30 * time.Second
+	}
+}
+
+// Runner pulls events from one durable consumer and feeds them to a Handler.
+type Runner struct {
+	cfg         RunnerConfig
+	consumer    jetstream.Consumer
+	handler     Handler
+	deadLetters DeadLetterStore
+	metrics     *Metrics
+	log         zerolog.Logger
+}
+
+// NewRunner builds a runner; metrics may be nil.
+func NewRunner(consumer jetstream.Consumer, handler Handler, deadLetters DeadLetterStore, metrics *Metrics, log zerolog.Logger, cfg RunnerConfig) *Runner {
+	cfg.fill()
+	return &Runner{
+		cfg: cfg, consumer: consumer, handler: handler, deadLetters: deadLetters, metrics: metrics,
+		log: log.With().Str("consumer", cfg.Consumer).Logger(),
+	}
+}
+
+// Run handles events until ctx is cancelled, then stops pulling and lets the
+// events already received finish (bounded by ShutdownTimeout).
+func (r *Runner) Run(ctx context.Context) error {
+	iter, err := r.consumer.Messages(jetstream.PullMaxMessages(r.cfg.Concurrency * 2))
+	if err != nil {
+		return fmt.Errorf("consume %s: %w", r.cfg.Consumer, err)
+	}
+	stop := context.AfterFunc(ctx, iter.Drain)
+	defer stop()
+
+	// In-flight work outlives ctx so a shutdown finishes what it started.
+	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	slots := make(chan struct{}, r.cfg.Concurrency)
+	var wg sync.WaitGroup
+	var runErr error
+	for {
+		msg, err := iter.Next()
+		if err != nil {
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				break
+			}
+			if errors.Is(err, nats.ErrConnectionClosed) {
+				runErr = fmt.Errorf("consume %s: %w", r.cfg.Consumer, err)
+				break
+			}
+			// Missed heartbeats and the like: the iterator recovers by itself.
+			r.log.Warn().Err(err).Msg("pull from consumer")
+			continue
+		}
+		slots <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+			r.handle(workCtx, msg)
+		}()
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(r.cfg.ShutdownTimeout):
+		r.log.Warn().Msg("shutdown timeout: abandoning in-flight events, they will be redelivered")
+		cancelWork()
+		<-done
+	}
+	return runErr
+}
+
+func (r *Runner) handle(ctx context.Context, msg jetstream.Msg) {
+	meta, err := msg.Metadata()
+	if err != nil {
+		// Not a JetStream message: nothing to ack or redeliver.
+		r.log.Error().Err(err).Msg("message without JetStream metadata")
+		return
+	}
+	attempt := int(meta.NumDelivered)
+	log := r.log.With().Uint64("stream_seq", meta.Sequence.Stream).Int("attempt", attempt).Logger()
+
+	event, err := Decode(msg.Subject(), msg.Data())
+	if err == nil {
+		log = log.With().Str("event_id", event.ID).Str("event_type", event.Type).Logger()
+		hctx, cancel := context.WithTimeout(log.WithContext(ctx), r.cfg.HandlerTimeout)
+		err = r.callHandler(hctx, event)
+		cancel()
+	}
+
+	switch {
+	case err == nil:
+		r.metrics.observe(r.cfg.Consumer, outcomeDone)
+		if ackErr := msg.Ack(); ackErr != nil {
+			// The effect is recorded idempotently, so a lost ack costs only a
+			// redelivery that the handler recognises.
+			log.Warn().Err(ackErr).Msg("ack failed; the event will be redelivered")
+		}
+	case errors.Is(err, ErrPermanent) || errors.Is(err, ErrInvalidEvent):
+		r.deadLetter(ctx, log, msg, meta, event, err)
+	case attempt >= r.cfg.MaxDeliver:
+		r.deadLetter(ctx, log, msg, meta, event, fmt.Errorf("gave up after %d attempts: %w", attempt, err))
+	default:
+		delay := r.backoff(attempt, err)
+		r.metrics.observe(r.cfg.Consumer, outcomeRetry)
+		log.Warn().Err(err).Dur("retry_in", delay).Msg("event failed; will retry")
+		if nakErr := msg.NakWithDelay(delay); nakErr != nil {
+			log.Warn().Err(nakErr).Msg("nak failed; the event will be redelivered after the ack wait")
+		}
+	}
+}
+
+// callHandler turns a handler panic into a permanent failure: a poison event
+// must not take the worker down.
+func (r *Runner) callHandler(ctx context.Context, e Event) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = Permanent(fmt.Errorf("handler panicked: %v", p))
+		}
+	}()
+	return r.handler(ctx, e)
+}
+
+func (r *Runner) deadLetter(ctx context.Context, log zerolog.Logger, msg jetstream.Msg, meta *jetstream.MsgMetadata, event Event, cause error) {
+	d := store.DeadLetter{
+		Consumer:       r.cfg.Consumer,
+		StreamSequence: meta.Sequence.Stream,
+		EventID:        event.ID,
+		EventType:      event.Type,
+		Subject:        msg.Subject(),
+		Payload:        msg.Data(),
+		Reason:         cause.Error(),
+		Attempts:       int(meta.NumDelivered),
+	}
+	if d.EventID == "" {
+		d.EventID = msg.Headers().Get(jetstream.MsgIDHeader)
+	}
+	if err := r.deadLetters.InsertDeadLetter(ctx, d); err != nil {
+		// Never drop an event we could not record: try again later.
+		r.metrics.observe(r.cfg.Consumer, outcomeRetry)
+		log.Error().Err(err).Msg("record dead letter failed; will retry")
+		if nakErr := msg.NakWithDelay(r.cfg.RetryBase); nakErr != nil {
+			log.Warn().Err(nakErr).Msg("nak failed")
+		}
+		return
+	}
+	r.metrics.observe(r.cfg.Consumer, outcomeDeadLetter)
+	log.Error().Err(cause).Msg("event dead-lettered")
+	if err := msg.TermWithReason(truncate(cause.Error(), 200)); err != nil {
+		log.Warn().Err(err).Msg("term failed; a redelivery will be dead-lettered again and de-duplicated")
+	}
+}
+
+// backoff is exponential with full jitter, honouring a handler's hint.
+func (r *Runner) backoff(attempt int, err error) time.Duration {
+	var hint *retryError
+	if errors.As(err, &hint) && hint.delay > 0 {
+		return min(hint.delay, r.cfg.RetryMax)
+	}
+	d := r.cfg.RetryBase
+	for i := 1; i < attempt && d < r.cfg.RetryMax; i++ {
+		d *= 2
+	}
+	d = min(d, r.cfg.RetryMax)
+	return d/2 + rand.N(d/2+1)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}

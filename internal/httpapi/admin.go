@@ -1,0 +1,224 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/latchkey/latchkey/internal/accounts"
+	"github.com/latchkey/latchkey/internal/adminkeys"
+	"github.com/latchkey/latchkey/internal/problem"
+	"github.com/latchkey/latchkey/internal/store"
+)
+
+// admin requires an admin key and puts its principal in the context.
+func (s *Server) admin(next handlerFunc) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		scheme, key, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+		if !strings.EqualFold(scheme, "Bearer") {
+			return adminkeys.ErrUnauthenticated
+		}
+		principal, err := s.deps.Auth.Authenticate(r.Context(), strings.TrimSpace(key))
+		if err != nil {
+			return err
+		}
+		ctx := context.WithValue(r.Context(), principalKey, principal)
+		return next(w, r.WithContext(ctx))
+	}
+}
+
+func scopeOf(ctx context.Context) accounts.Scope {
+	p, _ := ctx.Value(principalKey).(adminkeys.Principal)
+	return accounts.Scope{DomainID: p.DomainID}
+}
+
+type domainResponse struct {
+	ID        uuid.UUID `json:"id"`
+	Name      string    `json:"name"`
+	Locale    string    `json:"locale"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+func (s *Server) createDomain(w http.ResponseWriter, r *http.Request) error {
+	body, err := s.readBody(w, r)
+	if err != nil {
+		return err
+	}
+	var in accounts.DomainInput
+	if err := decodeStrict(body, &in); err != nil {
+		return err
+	}
+	d, err := s.deps.Accounts.CreateDomain(r.Context(), scopeOf(r.Context()), in)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Location", "/v1/admin/domains/"+d.ID.String())
+	writeJSON(w, http.StatusCreated, domainResponse{ID: d.ID, Name: d.Name, Locale: d.Locale, CreatedAt: d.CreatedAt})
+	return nil
+}
+
+type userResponse struct {
+	ID           uuid.UUID `json:"id"`
+	LoginName    string    `json:"login_name"`
+	Domain       string    `json:"domain"`
+	Extension    string    `json:"extension"`
+	Email        string    `json:"email"`
+	FirstName    string    `json:"first_name"`
+	LastName     string    `json:"last_name"`
+	Locale       string    `json:"locale"`
+	PasswordSet  bool      `json:"password_set"`
+	PINSet       bool      `json:"pin_set"`
+	Status       string    `json:"status"`
+	RolloutPhase string    `json:"rollout_phase"`
+	CreatedAt    time.Time `json:"created_at"`
+}
+
+func userJSON(u store.User) userResponse {
+	return userResponse{
+		ID: u.ID, LoginName: u.LoginName, Domain: u.DomainName, Extension: u.Extension, Email: u.Email,
+		FirstName: u.FirstName, LastName: u.LastName, Locale: u.Locale, PasswordSet: u.PasswordSet,
+		PINSet: u.PINSet, Status: u.Status, RolloutPhase: u.RolloutPhase, CreatedAt: u.CreatedAt,
+	}
+}
+
+// createUsers takes one user object, or an array of them for an import; the
+// answer has the same shape as the request.
+func (s *Server) createUsers(w http.ResponseWriter, r *http.Request) error {
+	body, err := s.readBody(w, r)
+	if err != nil {
+		return err
+	}
+	batch := bytes.HasPrefix(bytes.TrimSpace(body), []byte("["))
+	var inputs []accounts.UserInput
+	if batch {
+		err = decodeStrict(body, &inputs)
+	} else {
+		var one accounts.UserInput
+		err = decodeStrict(body, &one)
+		inputs = []accounts.UserInput{one}
+	}
+	if err != nil {
+		return err
+	}
+	users, err := s.deps.Accounts.CreateUsers(r.Context(), scopeOf(r.Context()), inputs, batch)
+	if err != nil {
+		return err
+	}
+	if !batch {
+		w.Header().Set("Location", "/v1/admin/users/"+users[0].ID.String())
+		writeJSON(w, http.StatusCreated, userJSON(users[0]))
+		return nil
+	}
+	out := make([]userResponse, len(users))
+	for i, u := range users {
+		out[i] = userJSON(u)
+	}
+	writeJSON(w, http.StatusCreated, out)
+	return nil
+}
+
+const (
+	defaultPageSize = 100
+	maxPageSize     = 500
+)
+
+func (s *Server) listUsers(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	var errs []problem.FieldError
+	f := accounts.ListFilter{Domain: q.Get("domain")}
+	if v := q.Get("password_set"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			errs = append(errs, problem.FieldError{Field: "password_set", Code: "invalid_boolean", Detail: "password_set must be true or false."})
+		}
+		f.PasswordSet = &b
+	}
+	if v := q.Get("after"); v != "" {
+		id, err := uuid.Parse(v)
+		if err != nil {
+			errs = append(errs, problem.FieldError{Field: "after", Code: "invalid_cursor", Detail: "after must be a user id from an earlier page."})
+		}
+		f.After = &id
+	}
+	limit, ok := pageSize(q.Get("limit"))
+	if !ok {
+		errs = append(errs, problem.FieldError{Field: "limit", Code: "invalid_limit", Detail: "limit must be a number from 1 to 500."})
+	}
+	if len(errs) > 0 {
+		return problem.Validation(errs)
+	}
+	// One row more than asked tells whether there is a next page.
+	f.Limit = limit + 1
+	users, err := s.deps.Accounts.ListUsers(r.Context(), scopeOf(r.Context()), f)
+	if err != nil {
+		return err
+	}
+	resp := struct {
+		Items []userResponse `json:"items"`
+		Next  string         `json:"next,omitempty"`
+	}{Items: []userResponse{}}
+	if len(users) > limit {
+		users = users[:limit]
+		resp.Next = users[limit-1].ID.String()
+	}
+	for _, u := range users {
+		resp.Items = append(resp.Items, userJSON(u))
+	}
+	writeJSON(w, http.StatusOK, resp)
+	return nil
+}
+
+type deadLetterResponse struct {
+	ID             uuid.UUID  `json:"id"`
+	Type           string     `json:"type"`
+	Reason         string     `json:"reason"`
+	Attempts       int        `json:"attempts"`
+	Consumer       string     `json:"consumer"`
+	EventID        string     `json:"event_id"`
+	Subject        string     `json:"subject"`
+	StreamSequence uint64     `json:"stream_sequence"`
+	CreatedAt      time.Time  `json:"created_at"`
+	ReplayedAt     *time.Time `json:"replayed_at"`
+}
+
+// listDeadLetters is operational and spans every domain, so a key limited to
+// one domain may not read it.
+func (s *Server) listDeadLetters(w http.ResponseWriter, r *http.Request) error {
+	if scopeOf(r.Context()).DomainID != nil {
+		return accounts.ErrForbidden
+	}
+	limit, ok := pageSize(r.URL.Query().Get("limit"))
+	if !ok {
+		return problem.Validation([]problem.FieldError{{Field: "limit", Code: "invalid_limit", Detail: "limit must be a number from 1 to 500."}})
+	}
+	letters, err := s.deps.Store.ListDeadLetters(r.Context(), nil, limit)
+	if err != nil {
+		return err
+	}
+	items := make([]deadLetterResponse, len(letters))
+	for i, d := range letters {
+		items[i] = deadLetterResponse{
+			ID: d.ID, Type: d.EventType, Reason: d.Reason, Attempts: d.Attempts, Consumer: d.Consumer,
+			EventID: d.EventID, Subject: d.Subject, StreamSequence: d.StreamSequence, CreatedAt: d.CreatedAt,
+			ReplayedAt: d.ReplayedAt,
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"items": items})
+	return nil
+}
+
+func pageSize(v string) (int, bool) {
+	if v == "" {
+		return defaultPageSize, true
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > maxPageSize {
+		return 0, false
+	}
+	return n, true
+}

@@ -1,0 +1,158 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+
+	"github.com/latchkey/latchkey/internal/accounts"
+	"github.com/latchkey/latchkey/internal/adminkeys"
+	"github.com/latchkey/latchkey/internal/problem"
+	"github.com/latchkey/latchkey/internal/store"
+)
+
+func newProblem(status int, code, detail string) *problem.Problem {
+	return problem.New(status, code, detail)
+}
+
+// writeError is the one place an error becomes an HTTP answer. Anything it
+// does not recognise is a 500 whose cause goes to the log, not the client.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	var p *problem.Problem
+	switch {
+	case errors.As(err, &p):
+		// Copy: a handler's problem value must not carry one request's id
+		// into another's answer.
+		cp := *p
+		p = &cp
+	case errors.Is(err, adminkeys.ErrUnauthenticated):
+		w.Header().Set("WWW-Authenticate", `Bearer realm="latchkey-admin"`)
+		p = newProblem(http.StatusUnauthorized, "unauthorized", "A valid admin key is required: Authorization: Bearer <key>.")
+	case errors.Is(err, accounts.ErrForbidden):
+		p = newProblem(http.StatusForbidden, "forbidden", "This admin key is limited to another domain.")
+	case errors.Is(err, store.ErrNotFound):
+		p = newProblem(http.StatusNotFound, "not_found", "The resource does not exist.")
+	case errors.Is(err, store.ErrConflict):
+		p = newProblem(http.StatusConflict, "conflict", "The resource already exists.")
+	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+		// The client went away; nobody reads this answer.
+		p = newProblem(499, "client_closed_request", "The client closed the request.")
+	default:
+		logger(r.Context()).Error().Err(err).Str("path", r.URL.Path).Msg("request failed")
+		p = newProblem(http.StatusInternalServerError, "internal_error", "Something went wrong; the request id identifies it in the logs.")
+	}
+	p.RequestID = requestID(r.Context())
+	problem.Write(w, p)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// readBody reads a JSON request body within the size limit.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || (mt != "application/json" && mt != "application/problem+json") {
+			return nil, newProblem(http.StatusUnsupportedMediaType, "unsupported_media_type", "Send the body as application/json.")
+		}
+	}
+	tooLarge := newProblem(http.StatusRequestEntityTooLarge, "body_too_large",
+		fmt.Sprintf("The request body must be at most %d bytes.", s.cfg.MaxBodyBytes))
+	if r.ContentLength > s.cfg.MaxBodyBytes {
+		return nil, tooLarge
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
+	var maxErr *http.MaxBytesError
+	if errors.As(err, &maxErr) {
+		return nil, tooLarge
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read request body: %w", err)
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil, newProblem(http.StatusBadRequest, "invalid_json", "The request body is empty; send a JSON object.")
+	}
+	return body, nil
+}
+
+// decodeStrict unmarshals body into v, refusing unknown fields, values of the
+// wrong type (an array where a string belongs) and trailing data.
+func decodeStrict(body []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return jsonProblem(err)
+	}
+	if dec.More() {
+		return newProblem(http.StatusBadRequest, "invalid_json", "The request body holds more than one JSON value.")
+	}
+	return nil
+}
+
+func jsonProblem(err error) error {
+	var syntaxErr *json.SyntaxError
+	var typeErr *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syntaxErr):
+		return newProblem(http.StatusBadRequest, "invalid_json", fmt.Sprintf("The body is not valid JSON (at byte %d).", syntaxErr.Offset))
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return newProblem(http.StatusBadRequest, "invalid_json", "The body is truncated JSON.")
+	case errors.As(err, &typeErr):
+		field := typeErr.Field
+		if field == "" {
+			p := newProblem(http.StatusBadRequest, "invalid_json", fmt.Sprintf("The body must be a JSON %s.", expectedKind(typeErr)))
+			return p
+		}
+		return problem.Validation([]problem.FieldError{{
+			Field: field, Code: "invalid_type",
+			Detail: fmt.Sprintf("%s must be a %s, not a JSON %s.", field, jsonKind(typeErr.Type.Kind().String()), typeErr.Value),
+		}})
+	default:
+		// Unknown fields: encoding/json says `json: unknown field "x"`.
+		const prefix = "json: unknown field "
+		if msg := err.Error(); len(msg) > len(prefix) && msg[:len(prefix)] == prefix {
+			return problem.Validation([]problem.FieldError{{
+				Field: trimQuotes(msg[len(prefix):]), Code: "unknown_field", Detail: "This field is not part of the request.",
+			}})
+		}
+		return newProblem(http.StatusBadRequest, "invalid_json", "The body is not valid JSON.")
+	}
+}
+
+func expectedKind(e *json.UnmarshalTypeError) string {
+	if e.Type.Kind().String() == "slice" {
+		return "array"
+	}
+	return "object"
+}
+
+func jsonKind(goKind string) string {
+	switch goKind {
+	case "string":
+		return "string"
+	case "bool":
+		return "boolean"
+	case "int", "int32", "int64", "uint", "uint32", "uint64", "float64":
+		return "number"
+	case "slice":
+		return "array"
+	default:
+		return "object"
+	}
+}
+
+func trimQuotes(s string) string {
+	if len(s) >= 2 && s[0] == '"' && s[len(s)-1] == '"' {
+		return s[1 : len(s)-1]
+	}
+	return s
+}

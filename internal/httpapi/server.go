@@ -1,0 +1,115 @@
+// Package httpapi is Latchkey's HTTP ingress: routing, middleware, the one
+// function that maps errors to problem responses, and the handlers, which
+// stay thin and call the services that own each flow.
+package httpapi
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
+
+	"github.com/latchkey/latchkey/internal/accounts"
+	"github.com/latchkey/latchkey/internal/adminkeys"
+	"github.com/latchkey/latchkey/internal/store"
+)
+
+// Check is a named readiness probe of a dependency.
+type Check struct {
+	Name string
+	Ping func(ctx context.Context) error
+}
+
+// Config configures the HTTP API.
+type Config struct {
+	MaxBodyBytes int64
+}
+
+// Deps are the services the handlers call.
+type Deps struct {
+	Store    *store.Store
+	Accounts *accounts.Service
+	Auth     *adminkeys.Authenticator
+	Checks   []Check
+	Gatherer prometheus.Gatherer
+	Metrics  *Metrics
+	Logger   zerolog.Logger
+}
+
+// Server routes requests to handlers.
+type Server struct {
+	cfg  Config
+	deps Deps
+	mux  *http.ServeMux
+}
+
+// New builds the handler tree.
+func New(deps Deps, cfg Config) *Server {
+	if cfg.MaxBodyBytes == 0 {
+		cfg.MaxBodyBytes = 64 << 10
+	}
+	s := &Server{cfg: cfg, deps: deps, mux: http.NewServeMux()}
+	s.routes()
+	return s
+}
+
+// NewOps builds a handler with only the operational endpoints, for processes
+// that run workers without the API.
+func NewOps(deps Deps) *Server {
+	s := &Server{deps: deps, mux: http.NewServeMux()}
+	s.opsRoutes()
+	return s
+}
+
+func (s *Server) opsRoutes() {
+	s.handle("GET /healthz", s.healthz)
+	s.handle("GET /readyz", s.readyz)
+	s.mux.Handle("GET /metrics", s.deps.Metrics.instrument("GET /metrics",
+		promhttp.HandlerFor(s.deps.Gatherer, promhttp.HandlerOpts{})))
+}
+
+func (s *Server) routes() {
+	s.opsRoutes()
+	s.handle("POST /v1/admin/domains", s.admin(s.createDomain))
+	s.handle("POST /v1/admin/users", s.admin(s.createUsers))
+	s.handle("GET /v1/admin/users", s.admin(s.listUsers))
+	s.handle("GET /v1/admin/dead-letters", s.admin(s.listDeadLetters))
+}
+
+// handlerFunc is a handler that returns its error to the one error mapper.
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+func (s *Server) handle(pattern string, h handlerFunc) {
+	s.mux.Handle(pattern, s.deps.Metrics.instrument(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			s.writeError(w, r, err)
+		}
+	})))
+}
+
+// ServeHTTP runs the middleware around the router.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.middleware(http.HandlerFunc(s.route)).ServeHTTP(w, r)
+}
+
+// route answers unknown paths and wrong methods with problem details rather
+// than the router's plain text.
+func (s *Server) route(w http.ResponseWriter, r *http.Request) {
+	h, pattern := s.mux.Handler(r)
+	if pattern != "" {
+		s.mux.ServeHTTP(w, r)
+		return
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, r)
+	if rec.Code == http.StatusMethodNotAllowed {
+		w.Header().Set("Allow", rec.Header().Get("Allow"))
+		s.writeError(w, r, newProblem(http.StatusMethodNotAllowed, "method_not_allowed", "This path does not accept the method "+r.Method+"."))
+		return
+	}
+	s.deps.Metrics.observe("unmatched", r.Method, http.StatusNotFound, 0)
+	s.writeError(w, r, newProblem(http.StatusNotFound, "not_found", "There is nothing at this path."))
+}

@@ -1,0 +1,172 @@
+package store
+
+import (
+	"context"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/latchkey/latchkey/internal/store/dbsqlc"
+)
+
+// Domain is a tenant.
+type Domain struct {
+	ID        uuid.UUID
+	Name      string
+	Locale    string
+	CreatedAt time.Time
+}
+
+// User is an account as the rest of the program sees it. Secret hashes are
+// summarised as booleans; code that verifies secrets asks for them explicitly.
+type User struct {
+	ID           uuid.UUID
+	DomainID     uuid.UUID
+	DomainName   string
+	Extension    string
+	LoginName    string
+	Email        string
+	FirstName    string
+	LastName     string
+	Locale       string
+	PasswordSet  bool
+	PINSet       bool
+	Status       string
+	LockedUntil  *time.Time
+	RolloutPhase string
+	CreatedAt    time.Time
+}
+
+// NewUser is what CreateUsers needs for one account. Hashes are PHC strings,
+// nil when the secret is not set.
+type NewUser struct {
+	DomainID     uuid.UUID
+	Extension    string
+	LoginName    string
+	Email        string
+	FirstName    string
+	LastName     string
+	Locale       string
+	PasswordHash *string
+	PINHash      *string
+}
+
+// UserFilter selects users for ListUsers.
+type UserFilter struct {
+	DomainID    *uuid.UUID
+	PasswordSet *bool
+	AfterID     *uuid.UUID
+	Limit       int
+}
+
+// CreateDomain adds a tenant; a taken name is a *ConflictError.
+func (s *Store) CreateDomain(ctx context.Context, name, locale string) (Domain, error) {
+	row, err := s.q.CreateDomain(ctx, s.pool, dbsqlc.CreateDomainParams{Name: name, Locale: locale})
+	if err != nil {
+		return Domain{}, translate("create domain", err)
+	}
+	return domainFromRow(row), nil
+}
+
+// DomainByName finds a tenant by its name.
+func (s *Store) DomainByName(ctx context.Context, name string) (Domain, error) {
+	row, err := s.q.GetDomainByName(ctx, s.pool, name)
+	if err != nil {
+		return Domain{}, translate("get domain", err)
+	}
+	return domainFromRow(row), nil
+}
+
+// DomainByID finds a tenant by id.
+func (s *Store) DomainByID(ctx context.Context, id uuid.UUID) (Domain, error) {
+	row, err := s.q.GetDomainByID(ctx, s.pool, id)
+	if err != nil {
+		return Domain{}, translate("get domain", err)
+	}
+	return domainFromRow(row), nil
+}
+
+// CreateUsers adds accounts all or nothing. On a uniqueness conflict the
+// error is a *BatchError naming the index of the offending entry.
+func (s *Store) CreateUsers(ctx context.Context, users []NewUser) ([]User, error) {
+	created := make([]User, 0, len(users))
+	err := s.InTx(ctx, func(tx pgx.Tx) error {
+		for i, u := range users {
+			row, err := s.q.CreateUser(ctx, tx, dbsqlc.CreateUserParams{
+				DomainID:     u.DomainID,
+				Extension:    u.Extension,
+				LoginName:    u.LoginName,
+				Email:        u.Email,
+				FirstName:    u.FirstName,
+				LastName:     u.LastName,
+				Locale:       u.Locale,
+				PasswordHash: u.PasswordHash,
+				PinHash:      u.PINHash,
+			})
+			if err != nil {
+				return &BatchError{Index: i, Err: translate("create user", err)}
+			}
+			created = append(created, userFromRow(row, ""))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return created, nil
+}
+
+// BatchError tells which entry of a batch failed.
+type BatchError struct {
+	Index int
+	Err   error
+}
+
+func (e *BatchError) Error() string { return e.Err.Error() }
+func (e *BatchError) Unwrap() error { return e.Err }
+
+// UserByID finds an account by id.
+func (s *Store) UserByID(ctx context.Context, id uuid.UUID) (User, error) {
+	row, err := s.q.GetUserByID(ctx, s.pool, id)
+	if err != nil {
+		return User{}, translate("get user", err)
+	}
+	return userFromRow(row, ""), nil
+}
+
+// ListUsers pages through accounts in id order.
+func (s *Store) ListUsers(ctx context.Context, f UserFilter) ([]User, error) {
+	rows, err := s.q.ListUsers(ctx, s.pool, dbsqlc.ListUsersParams{
+		DomainID:    f.DomainID,
+		PasswordSet: f.PasswordSet,
+		AfterID:     f.AfterID,
+		MaxRows:     int32(f.Limit),
+	})
+	if err != nil {
+		return nil, translate("list users", err)
+	}
+	users := make([]User, len(rows))
+	for i, r := range rows {
+		users[i] = userFromRow(dbsqlc.User{
+			ID: r.ID, DomainID: r.DomainID, Extension: r.Extension, LoginName: r.LoginName, Email: r.Email,
+			FirstName: r.FirstName, LastName: r.LastName, Locale: r.Locale, PasswordHash: r.PasswordHash,
+			PinHash: r.PinHash, Status: r.Status, LockedUntil: r.LockedUntil, RolloutPhase: r.RolloutPhase,
+			CreatedAt: r.CreatedAt,
+		}, r.DomainName)
+	}
+	return users, nil
+}
+
+func domainFromRow(r dbsqlc.Domain) Domain {
+	return Domain{ID: r.ID, Name: r.Name, Locale: r.Locale, CreatedAt: r.CreatedAt}
+}
+
+func userFromRow(r dbsqlc.User, domainName string) User {
+	return User{
+		ID: r.ID, DomainID: r.DomainID, DomainName: domainName, Extension: r.Extension, LoginName: r.LoginName,
+		Email: r.Email, FirstName: r.FirstName, LastName: r.LastName, Locale: r.Locale,
+		PasswordSet: r.PasswordHash != nil, PINSet: r.PinHash != nil, Status: r.Status,
+		LockedUntil: r.LockedUntil, RolloutPhase: r.RolloutPhase, CreatedAt: r.CreatedAt,
+	}
+}

@@ -1,0 +1,130 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/latchkey/latchkey/internal/store/dbsqlc"
+)
+
+// AdminKey is an admin API credential; DomainID limits it to one tenant.
+type AdminKey struct {
+	ID        uuid.UUID
+	Name      string
+	DomainID  *uuid.UUID
+	CreatedAt time.Time
+	Revoked   bool
+}
+
+// CreateAdminKey stores the SHA-256 of a new key.
+func (s *Store) CreateAdminKey(ctx context.Context, name string, domainID *uuid.UUID, keyHash []byte) (AdminKey, error) {
+	row, err := s.q.CreateAdminKey(ctx, s.pool, dbsqlc.CreateAdminKeyParams{Name: name, DomainID: domainID, KeyHash: keyHash})
+	if err != nil {
+		return AdminKey{}, translate("create admin key", err)
+	}
+	return AdminKey{ID: row.ID, Name: row.Name, DomainID: row.DomainID, CreatedAt: row.CreatedAt}, nil
+}
+
+// AdminKeyByHash finds a key by the SHA-256 of its secret.
+func (s *Store) AdminKeyByHash(ctx context.Context, keyHash []byte) (AdminKey, error) {
+	row, err := s.q.GetAdminKeyByHash(ctx, s.pool, keyHash)
+	if err != nil {
+		return AdminKey{}, translate("get admin key", err)
+	}
+	return AdminKey{ID: row.ID, Name: row.Name, DomainID: row.DomainID, Revoked: row.RevokedAt != nil}, nil
+}
+
+// DeadLetter is an event a worker gave up on.
+type DeadLetter struct {
+	ID             uuid.UUID
+	Consumer       string
+	StreamSequence uint64
+	EventID        string
+	EventType      string
+	Subject        string
+	Payload        []byte
+	Reason         string
+	Attempts       int
+	CreatedAt      time.Time
+	ReplayedAt     *time.Time
+}
+
+// InsertDeadLetter records a dead letter once per consumer and stream sequence.
+func (s *Store) InsertDeadLetter(ctx context.Context, d DeadLetter) error {
+	err := s.q.InsertDeadLetter(ctx, s.pool, dbsqlc.InsertDeadLetterParams{
+		Consumer:       d.Consumer,
+		StreamSequence: int64(d.StreamSequence),
+		EventID:        d.EventID,
+		EventType:      d.EventType,
+		Subject:        d.Subject,
+		Payload:        d.Payload,
+		Reason:         d.Reason,
+		Attempts:       int32(d.Attempts),
+	})
+	return translate("insert dead letter", err)
+}
+
+// ListDeadLetters pages through dead letters, newest first.
+func (s *Store) ListDeadLetters(ctx context.Context, before *time.Time, limit int) ([]DeadLetter, error) {
+	rows, err := s.q.ListDeadLetters(ctx, s.pool, dbsqlc.ListDeadLettersParams{Before: before, MaxRows: int32(limit)})
+	if err != nil {
+		return nil, translate("list dead letters", err)
+	}
+	out := make([]DeadLetter, len(rows))
+	for i, r := range rows {
+		out[i] = DeadLetter{
+			ID: r.ID, Consumer: r.Consumer, StreamSequence: uint64(r.StreamSequence), EventID: r.EventID,
+			EventType: r.EventType, Subject: r.Subject, Reason: r.Reason, Attempts: int(r.Attempts),
+			CreatedAt: r.CreatedAt, ReplayedAt: r.ReplayedAt,
+		}
+	}
+	return out, nil
+}
+
+// MarkEventProcessed records, inside tx, that consumer applied eventID. It
+// reports false when the event had been applied before, so the caller skips
+// the effect: the record and the effect commit together or not at all.
+func (s *Store) MarkEventProcessed(ctx context.Context, tx pgx.Tx, consumer, eventID string) (bool, error) {
+	_, err := s.q.MarkEventProcessed(ctx, tx, dbsqlc.MarkEventProcessedParams{Consumer: consumer, EventID: eventID})
+	if err != nil {
+		if errors.Is(err, pgx.ErrNoRows) {
+			return false, nil
+		}
+		return false, translate("mark event processed", err)
+	}
+	return true, nil
+}
+
+// AuditEvent is one credential event for the audit trail. It never carries a
+// token or a secret.
+type AuditEvent struct {
+	Kind       string
+	UserID     *uuid.UUID
+	DomainID   *uuid.UUID
+	ActorKind  string
+	ActorID    string
+	SourceAddr string
+	RequestID  string
+	Detail     []byte // JSON object; nil means {}
+}
+
+// InsertAudit appends to the audit trail; tx may be nil to use the pool.
+func (s *Store) InsertAudit(ctx context.Context, tx pgx.Tx, e AuditEvent) error {
+	var db dbsqlc.DBTX = s.pool
+	if tx != nil {
+		db = tx
+	}
+	detail := e.Detail
+	if detail == nil {
+		detail = []byte("{}")
+	}
+	err := s.q.InsertAuditEvent(ctx, db, dbsqlc.InsertAuditEventParams{
+		Kind: e.Kind, UserID: e.UserID, DomainID: e.DomainID, ActorKind: e.ActorKind, ActorID: e.ActorID,
+		SourceAddr: e.SourceAddr, RequestID: e.RequestID, Detail: detail,
+	})
+	return translate("insert audit event", err)
+}

@@ -1,0 +1,10 @@
+-- name: CreateDomain :one
+INSERT INTO domains (name, locale)
+VALUES (@name, @locale)
+RETURNING *;
+
+-- name: GetDomainByName :one
+SELECT * FROM domains WHERE name = @name;
+
+-- name: GetDomainByID :one
+SELECT * FROM domains WHERE id = @id;
