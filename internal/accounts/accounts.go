@@ -219,6 +219,11 @@ func (s *Service) validateUser(ctx context.Context, scope Scope, in UserInput, d
 	if !ok {
 		errs = append(errs, fieldErr("locale", "invalid_locale", "The locale must be a BCP 47 language tag, such as en or fr-CA."))
 	}
+	if locale == "" {
+		// Fixed at creation: a later change of the domain's locale is a
+		// decision about new users, not a silent change for existing ones.
+		locale = d.Locale
+	}
 	u.Locale = locale
 
 	u.LoginName = strings.TrimSpace(in.LoginName)
