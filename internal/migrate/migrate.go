@@ -82,3 +82,17 @@ func newProvider(db *sql.DB, locked bool) (*goose.Provider, error) {
 	}
 	return provider, nil
 }
+
+// DownTo rolls the schema back to version; for operators undoing a release.
+func DownTo(ctx context.Context, pool *pgxpool.Pool, version int64) error {
+	db := stdlib.OpenDBFromPool(pool)
+	defer db.Close()
+	provider, err := newProvider(db, true)
+	if err != nil {
+		return err
+	}
+	if _, err := provider.DownTo(ctx, version); err != nil {
+		return fmt.Errorf("roll back migrations: %w", err)
+	}
+	return nil
+}
