@@ -14,7 +14,7 @@ SELECT * FROM users WHERE id = @id;
 
 -- Keyset pagination on id keeps listing a large domain cheap.
 -- name: ListUsers :many
-SELECT u.*, d.name AS domain_name
+SELECT sqlc.embed(u), d.name AS domain_name
 FROM users u
 JOIN domains d ON d.id = u.domain_id
 WHERE (sqlc.narg(domain_id)::uuid IS NULL OR u.domain_id = sqlc.narg(domain_id))
@@ -22,3 +22,51 @@ WHERE (sqlc.narg(domain_id)::uuid IS NULL OR u.domain_id = sqlc.narg(domain_id))
   AND (sqlc.narg(after_id)::uuid IS NULL OR u.id > sqlc.narg(after_id))
 ORDER BY u.id
 LIMIT @max_rows;
+
+-- name: GetUserByLoginName :one
+SELECT sqlc.embed(u), d.name AS domain_name
+FROM users u JOIN domains d ON d.id = u.domain_id
+WHERE lower(u.login_name) = lower(@login_name);
+
+-- Two rows are enough to tell "one" from "ambiguous".
+-- name: FindUsersByEmail :many
+SELECT sqlc.embed(u), d.name AS domain_name
+FROM users u JOIN domains d ON d.id = u.domain_id
+WHERE lower(u.email) = lower(@email)
+ORDER BY u.created_at
+LIMIT 2;
+
+-- name: GetUserWithDomain :one
+SELECT sqlc.embed(u), d.name AS domain_name
+FROM users u JOIN domains d ON d.id = u.domain_id
+WHERE u.id = @id;
+
+-- name: SetPasswordHash :exec
+UPDATE users
+SET password_hash = @password_hash, password_changed_at = @now::timestamptz, failed_logins = 0, locked_until = NULL,
+    updated_at = @now::timestamptz
+WHERE id = @id;
+
+-- Rehashing after a parameter change must not count as a password change.
+-- name: UpdatePasswordHash :exec
+UPDATE users SET password_hash = @password_hash, updated_at = @now::timestamptz WHERE id = @id AND password_hash = @old_hash;
+
+-- name: RecordLoginFailure :one
+UPDATE users
+SET failed_logins = failed_logins + 1,
+    locked_until = CASE WHEN failed_logins + 1 >= @threshold::integer THEN @locked_until::timestamptz ELSE locked_until END,
+    updated_at = @now::timestamptz
+WHERE id = @id
+RETURNING failed_logins, locked_until;
+
+-- name: RecordLoginSuccess :exec
+UPDATE users SET failed_logins = 0, locked_until = NULL WHERE id = @id AND (failed_logins <> 0 OR locked_until IS NOT NULL);
+
+-- name: UnlockUser :execrows
+UPDATE users SET failed_logins = 0, locked_until = NULL, updated_at = @now::timestamptz
+WHERE id = @id AND locked_until IS NOT NULL;
+
+-- Serialises the decisions about one user (e.g. whether a request is over the
+-- per-account limit) across worker processes.
+-- name: LockUser :exec
+SELECT 1 FROM users WHERE id = @id FOR UPDATE;

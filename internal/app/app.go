@@ -24,10 +24,18 @@ import (
 	"github.com/latchkey/latchkey/internal/adminkeys"
 	"github.com/latchkey/latchkey/internal/config"
 	"github.com/latchkey/latchkey/internal/credential"
+	"github.com/latchkey/latchkey/internal/delivery"
 	"github.com/latchkey/latchkey/internal/events"
 	"github.com/latchkey/latchkey/internal/httpapi"
+	"github.com/latchkey/latchkey/internal/login"
+	"github.com/latchkey/latchkey/internal/mailer"
+	"github.com/latchkey/latchkey/internal/mailtmpl"
 	"github.com/latchkey/latchkey/internal/migrate"
 	"github.com/latchkey/latchkey/internal/natsembed"
+	"github.com/latchkey/latchkey/internal/outbox"
+	"github.com/latchkey/latchkey/internal/ratelimit"
+	"github.com/latchkey/latchkey/internal/recovery"
+	"github.com/latchkey/latchkey/internal/sessions"
 	"github.com/latchkey/latchkey/internal/store"
 )
 
@@ -35,6 +43,8 @@ import (
 type Options struct {
 	// Migrate applies pending migrations instead of refusing to start.
 	Migrate bool
+	// Now is the clock; tests inject one to expire tokens. Default time.Now.
+	Now func() time.Time
 }
 
 // App is a process's shared infrastructure.
@@ -51,12 +61,25 @@ type App struct {
 	hasher   *credential.Hasher
 	policy   *credential.Policy
 	events   *events.Metrics
+	now      func() time.Time
+
+	publisher *events.Publisher
+	outbox    *outbox.Outbox
+	requester *delivery.Requester
+	sessions  *sessions.Manager
+	recovery  *recovery.Service
+	login     *login.Service
+	catalog   *mailtmpl.Catalog
+	sender    *mailer.Sender
 }
 
 // Open connects to PostgreSQL and NATS (starting the embedded server when no
 // URL is configured), checks or applies the schema and ensures the stream.
 func Open(ctx context.Context, cfg config.Config, log zerolog.Logger, opts Options) (_ *App, err error) {
-	a := &App{Config: cfg, Log: log, Registry: prometheus.NewRegistry()}
+	a := &App{Config: cfg, Log: log, Registry: prometheus.NewRegistry(), now: opts.Now}
+	if a.now == nil {
+		a.now = time.Now
+	}
 	defer func() {
 		if err != nil {
 			a.Close()
@@ -126,6 +149,19 @@ func Open(ctx context.Context, cfg config.Config, log zerolog.Logger, opts Optio
 	if err != nil {
 		return nil, err
 	}
+	if a.catalog, err = mailtmpl.Builtin(); err != nil {
+		return nil, err
+	}
+	a.publisher = events.NewPublisher(a.JS)
+	a.outbox = outbox.New(a.Store, a.publisher, log)
+	a.requester = delivery.NewRequester(a.Store, a.publisher, a.now)
+	a.sessions = sessions.New(a.Store, cfg.SessionTTL, a.now)
+	a.recovery = recovery.New(recovery.Config{
+		Disclosure: cfg.Disclosure, ResetTTL: cfg.ResetTTL, RateLimitPerAccount: cfg.RateLimitPerAccount,
+		UnlockOnReset: cfg.UnlockOnReset, LoginAfterReset: cfg.LoginAfterReset,
+	}, a.Store, a.publisher, a.requester, a.outbox, a.hasher, a.policy, a.sessions, a.now)
+	a.login = login.New(login.Config{LockoutThreshold: cfg.LockoutThreshold, LockoutDuration: cfg.LockoutDuration},
+		a.Store, a.hasher, a.sessions, a.now)
 	return a, nil
 }
 
@@ -139,6 +175,9 @@ func (a *App) NATSURL() string {
 
 // Close releases everything Open acquired, in reverse order.
 func (a *App) Close() {
+	if a.sender != nil {
+		_ = a.sender.Close()
+	}
 	if a.NATS != nil {
 		_ = a.NATS.Drain()
 		a.NATS.Close()
@@ -169,6 +208,14 @@ func (a *App) Handler() http.Handler {
 	return httpapi.New(httpapi.Deps{
 		Store:    a.Store,
 		Accounts: accounts.New(a.Store, a.hasher, a.policy),
+		Recovery: a.recovery,
+		Login:    a.login,
+		Sessions: a.sessions,
+		Limiters: httpapi.Limiters{
+			PerAddress: ratelimit.New(a.Config.RateLimitPerAddress.Count, a.Config.RateLimitPerAddress.Window, a.now, 0),
+			PerAccount: ratelimit.New(a.Config.RateLimitPerAccount.Count, a.Config.RateLimitPerAccount.Window, a.now, 0),
+		},
+		Now:      a.now,
 		Auth:     adminkeys.NewAuthenticator(a.Store, a.Config.AdminToken),
 		Checks:   a.checks(),
 		Gatherer: a.Registry,
@@ -219,6 +266,27 @@ func (a *App) Serve(ctx context.Context, addr string, h http.Handler, ready func
 	return nil
 }
 
+// Handlers are the production event handlers of every role. The mailer's
+// SMTP connections open on first use.
+func (a *App) Handlers() (Handlers, error) {
+	if a.sender == nil {
+		var err error
+		a.sender, err = mailer.New(mailer.Config{URL: a.Config.SMTPURL}, a.Log)
+		if err != nil {
+			return nil, err
+		}
+	}
+	m := delivery.NewMailer(delivery.MailerConfig{
+		PublicBaseURL: a.Config.PublicBaseURL, FromName: a.Config.MailFromName, FromAddress: a.Config.MailFromAddress,
+		MaxAttempts: a.Config.EventMaxDeliver,
+	}, a.Store, a.sender, a.catalog, a.publisher, a.now)
+	return Handlers{
+		events.TypeResetRequested:  a.recovery.HandleResetRequested,
+		events.TypeMailRequested:   m.Handle,
+		events.TypePasswordChanged: delivery.NewNotifier(a.Store, a.requester).Handle,
+	}, nil
+}
+
 // RunWorkers runs the given roles until ctx ends. handlers supplies the
 // event handlers of the flows; an event without one becomes a dead letter.
 func (a *App) RunWorkers(ctx context.Context, roles []Role, handlers Handlers) error {
@@ -239,6 +307,7 @@ func (a *App) RunWorkers(ctx context.Context, roles []Role, handlers Handlers) e
 	start("max-deliveries watcher", func() error {
 		return events.WatchMaxDeliveries(ctx, a.NATS, a.Stream, a.Store, a.Log)
 	})
+	start("outbox relay", func() error { return a.outbox.Relay(ctx, 2*time.Second, 5*time.Second) })
 	for _, role := range roles {
 		types := roleEvents(role)
 		if len(types) == 0 {
@@ -253,8 +322,12 @@ func (a *App) RunWorkers(ctx context.Context, roles []Role, handlers Handlers) e
 			Replicas:   a.Config.StreamReplicas,
 		})
 		if err != nil {
+			stopping := ctx.Err() != nil
 			cancel()
 			wg.Wait()
+			if stopping {
+				return nil // asked to stop while starting: not a failure
+			}
 			return err
 		}
 		runner := events.NewRunner(consumer, handlers.dispatch, a.Store, a.events, a.Log, events.RunnerConfig{

@@ -10,24 +10,31 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/latchkey/latchkey/internal/app"
 	"github.com/latchkey/latchkey/internal/config"
+	"github.com/latchkey/latchkey/internal/smtptest"
 	"github.com/latchkey/latchkey/internal/testkit"
 )
 
 // AdminToken is the bootstrap admin key of every test stack.
 const AdminToken = "test-admin-token-0123456789"
 
+// PublicBaseURL is where links in a test stack's email point.
+const PublicBaseURL = "https://portal.example.test"
+
 // Stack is a running service.
 type Stack struct {
 	App     *app.App
 	DB      *testkit.DB
 	NATS    *testkit.NATS
+	SMTP    *smtptest.Server
 	Server  *httptest.Server
 	Logs    *testkit.LogSink
+	Clock   *Clock
 	workers chan error
 	cancel  context.CancelFunc
 }
@@ -38,8 +45,28 @@ type Options struct {
 	Env map[string]string
 	// Roles to run as workers; none runs no workers.
 	Roles []app.Role
-	// Handlers for the workers' events.
+	// Handlers for the workers' events; nil means the production ones.
 	Handlers app.Handlers
+}
+
+// Clock is a settable clock for expiry tests. It starts at the real time.
+type Clock struct {
+	mu     sync.Mutex
+	offset time.Duration
+}
+
+// Now is the clock's time.
+func (c *Clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().Add(c.offset)
+}
+
+// Advance moves the clock forward.
+func (c *Clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.offset += d
 }
 
 // Start brings a stack up and tears it down when the test ends.
@@ -47,11 +74,14 @@ func Start(t testing.TB, opts Options) *Stack {
 	t.Helper()
 	db := testkit.NewDB(t)
 	n := testkit.NewNATS(t)
+	mail := smtptest.NewStarted(t, smtptest.Config{})
 	env := map[string]string{
-		"DATABASE_URL": db.URL,
-		"NATS_URL":     n.URL,
-		"ADMIN_TOKEN":  AdminToken,
-		"DATA_DIR":     t.TempDir(),
+		"DATABASE_URL":    db.URL,
+		"NATS_URL":        n.URL,
+		"ADMIN_TOKEN":     AdminToken,
+		"DATA_DIR":        t.TempDir(),
+		"SMTP_URL":        mail.URL(),
+		"PUBLIC_BASE_URL": PublicBaseURL,
 	}
 	for k, v := range opts.Env {
 		env[k] = v
@@ -62,15 +92,22 @@ func Start(t testing.TB, opts Options) *Stack {
 	}
 	log, sink := testkit.NewLogger(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	a, err := app.Open(ctx, cfg, log, app.Options{})
+	clock := &Clock{}
+	a, err := app.Open(ctx, cfg, log, app.Options{Now: clock.Now})
 	if err != nil {
 		cancel()
 		t.Fatalf("apptest: open app: %v", err)
 	}
-	s := &Stack{App: a, DB: db, NATS: n, Logs: sink, cancel: cancel, workers: make(chan error, 1)}
+	s := &Stack{App: a, DB: db, NATS: n, SMTP: mail, Logs: sink, Clock: clock, cancel: cancel, workers: make(chan error, 1)}
 	s.Server = httptest.NewServer(a.Handler())
+	handlers := opts.Handlers
+	if handlers == nil && len(opts.Roles) > 0 {
+		if handlers, err = a.Handlers(); err != nil {
+			t.Fatalf("apptest: handlers: %v", err)
+		}
+	}
 	if len(opts.Roles) > 0 {
-		go func() { s.workers <- a.RunWorkers(ctx, opts.Roles, opts.Handlers) }()
+		go func() { s.workers <- a.RunWorkers(ctx, opts.Roles, handlers) }()
 	} else {
 		s.workers <- nil
 	}

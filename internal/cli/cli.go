@@ -128,8 +128,12 @@ func runDev(ctx context.Context, env Env, cfg config.Config, args []string) erro
 	defer a.Close()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	handlers, err := a.Handlers()
+	if err != nil {
+		return err
+	}
 	workersDone := make(chan error, 1)
-	go func() { workersDone <- a.RunWorkers(ctx, app.AllRoles(), app.Handlers{}) }()
+	go func() { workersDone <- a.RunWorkers(ctx, app.AllRoles(), handlers) }()
 	err = a.Serve(ctx, cfg.HTTPAddr, a.Handler(), func(addr net.Addr) {
 		fmt.Fprintf(env.Stdout, "\nLatchkey is running (Ctrl-C stops it).\n")
 		fmt.Fprintf(env.Stdout, "  API:      http://%s\n", addr)
@@ -177,7 +181,13 @@ func runWorker(ctx context.Context, env Env, cfg config.Config, args []string) e
 	} else {
 		opsDone <- nil
 	}
-	err = a.RunWorkers(ctx, roles, app.Handlers{})
+	handlers, err := a.Handlers()
+	if err != nil {
+		cancel()
+		<-opsDone
+		return err
+	}
+	err = a.RunWorkers(ctx, roles, handlers)
 	cancel()
 	return errors.Join(err, <-opsDone)
 }

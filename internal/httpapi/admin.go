@@ -32,9 +32,13 @@ func (s *Server) admin(next handlerFunc) handlerFunc {
 	}
 }
 
-func scopeOf(ctx context.Context) accounts.Scope {
+func principalOf(ctx context.Context) adminkeys.Principal {
 	p, _ := ctx.Value(principalKey).(adminkeys.Principal)
-	return accounts.Scope{DomainID: p.DomainID}
+	return p
+}
+
+func scopeOf(ctx context.Context) accounts.Scope {
+	return accounts.Scope{DomainID: principalOf(ctx).DomainID}
 }
 
 type domainResponse struct {

@@ -7,6 +7,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -14,6 +15,9 @@ import (
 
 	"github.com/latchkey/latchkey/internal/accounts"
 	"github.com/latchkey/latchkey/internal/adminkeys"
+	"github.com/latchkey/latchkey/internal/login"
+	"github.com/latchkey/latchkey/internal/recovery"
+	"github.com/latchkey/latchkey/internal/sessions"
 	"github.com/latchkey/latchkey/internal/store"
 )
 
@@ -32,6 +36,11 @@ type Config struct {
 type Deps struct {
 	Store    *store.Store
 	Accounts *accounts.Service
+	Recovery *recovery.Service
+	Login    *login.Service
+	Sessions *sessions.Manager
+	Limiters Limiters
+	Now      func() time.Time
 	Auth     *adminkeys.Authenticator
 	Checks   []Check
 	Gatherer prometheus.Gatherer
@@ -77,6 +86,15 @@ func (s *Server) routes() {
 	s.handle("POST /v1/admin/users", s.admin(s.createUsers))
 	s.handle("GET /v1/admin/users", s.admin(s.listUsers))
 	s.handle("GET /v1/admin/dead-letters", s.admin(s.listDeadLetters))
+	s.handle("POST /v1/admin/users/{id}/password-reset", s.admin(s.adminPasswordReset))
+	s.handle("GET /v1/admin/deliveries", s.admin(s.listDeliveries))
+
+	s.handle("POST /v1/password/forgot", s.forgotPassword)
+	s.handle("POST /v1/tokens/inspect", s.inspectToken)
+	s.handle("POST /v1/password/reset", s.resetPassword)
+	s.handle("POST /v1/login", s.login)
+	s.handle("GET /v1/me", s.authenticated(s.me))
+	s.handle("POST /v1/logout", s.authenticated(s.logout))
 }
 
 // handlerFunc is a handler that returns its error to the one error mapper.

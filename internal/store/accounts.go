@@ -33,9 +33,13 @@ type User struct {
 	PasswordSet  bool
 	PINSet       bool
 	Status       string
+	FailedLogins int
 	LockedUntil  *time.Time
 	RolloutPhase string
 	CreatedAt    time.Time
+	// The PHC hashes, for the code that verifies secrets. Never serialised.
+	PasswordHash *string `json:"-"`
+	PINHash      *string `json:"-"`
 }
 
 // NewUser is what CreateUsers needs for one account. Hashes are PHC strings,
@@ -148,12 +152,7 @@ func (s *Store) ListUsers(ctx context.Context, f UserFilter) ([]User, error) {
 	}
 	users := make([]User, len(rows))
 	for i, r := range rows {
-		users[i] = userFromRow(dbsqlc.User{
-			ID: r.ID, DomainID: r.DomainID, Extension: r.Extension, LoginName: r.LoginName, Email: r.Email,
-			FirstName: r.FirstName, LastName: r.LastName, Locale: r.Locale, PasswordHash: r.PasswordHash,
-			PinHash: r.PinHash, Status: r.Status, LockedUntil: r.LockedUntil, RolloutPhase: r.RolloutPhase,
-			CreatedAt: r.CreatedAt,
-		}, r.DomainName)
+		users[i] = userFromRow(r.User, r.DomainName)
 	}
 	return users, nil
 }
@@ -167,6 +166,7 @@ func userFromRow(r dbsqlc.User, domainName string) User {
 		ID: r.ID, DomainID: r.DomainID, DomainName: domainName, Extension: r.Extension, LoginName: r.LoginName,
 		Email: r.Email, FirstName: r.FirstName, LastName: r.LastName, Locale: r.Locale,
 		PasswordSet: r.PasswordHash != nil, PINSet: r.PinHash != nil, Status: r.Status,
-		LockedUntil: r.LockedUntil, RolloutPhase: r.RolloutPhase, CreatedAt: r.CreatedAt,
+		FailedLogins: int(r.FailedLogins), LockedUntil: r.LockedUntil, RolloutPhase: r.RolloutPhase,
+		CreatedAt: r.CreatedAt, PasswordHash: r.PasswordHash, PINHash: r.PinHash,
 	}
 }

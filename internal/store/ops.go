@@ -114,10 +114,7 @@ type AuditEvent struct {
 
 // InsertAudit appends to the audit trail; tx may be nil to use the pool.
 func (s *Store) InsertAudit(ctx context.Context, tx pgx.Tx, e AuditEvent) error {
-	var db dbsqlc.DBTX = s.pool
-	if tx != nil {
-		db = tx
-	}
+	db := s.on(tx)
 	detail := e.Detail
 	if detail == nil {
 		detail = []byte("{}")

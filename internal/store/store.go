@@ -68,6 +68,14 @@ func (s *Store) InTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
 	return pgx.BeginFunc(ctx, s.pool, fn)
 }
 
+// on runs a query in tx when there is one, else on the pool.
+func (s *Store) on(tx pgx.Tx) dbsqlc.DBTX {
+	if tx != nil {
+		return tx
+	}
+	return s.pool
+}
+
 // translate maps driver errors to the package's errors.
 func translate(op string, err error) error {
 	if err == nil {

@@ -55,19 +55,22 @@ type Domain struct {
 }
 
 type MailDelivery struct {
-	ID             uuid.UUID
-	IdempotencyKey string
-	UserID         *uuid.UUID
-	Template       string
-	Locale         string
-	Recipient      string
-	Status         string
-	Attempts       int32
-	LastError      string
-	SmtpMessageID  string
-	CreatedAt      time.Time
-	UpdatedAt      time.Time
-	SentAt         *time.Time
+	ID              uuid.UUID
+	IdempotencyKey  string
+	UserID          *uuid.UUID
+	Template        string
+	Locale          string
+	Recipient       string
+	Status          string
+	Attempts        int32
+	LastError       string
+	SmtpMessageID   string
+	CreatedAt       time.Time
+	UpdatedAt       time.Time
+	SentAt          *time.Time
+	TokenPurpose    *string
+	TokenTtlSeconds *int32
+	SourceEventID   string
 }
 
 type MailSetting struct {
@@ -75,6 +78,14 @@ type MailSetting struct {
 	FromName    string
 	FromAddress string
 	UpdatedAt   time.Time
+}
+
+type Outbox struct {
+	EventID     string
+	Subject     string
+	Payload     []byte
+	CreatedAt   time.Time
+	PublishedAt *time.Time
 }
 
 type ProcessedEvent struct {
@@ -121,6 +132,7 @@ type Token struct {
 	ExpiresAt     time.Time
 	ConsumedAt    *time.Time
 	RevokedAt     *time.Time
+	DeliveryID    *uuid.UUID
 }
 
 type User struct {

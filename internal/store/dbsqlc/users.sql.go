@@ -73,6 +73,61 @@ func (q *Queries) CreateUser(ctx context.Context, db DBTX, arg CreateUserParams)
 	return i, err
 }
 
+const findUsersByEmail = `-- name: FindUsersByEmail :many
+SELECT u.id, u.domain_id, u.extension, u.login_name, u.email, u.first_name, u.last_name, u.locale, u.password_hash, u.password_changed_at, u.pin_hash, u.pin_changed_at, u.status, u.failed_logins, u.locked_until, u.rollout_phase, u.rollout_phase_at, u.created_at, u.updated_at, d.name AS domain_name
+FROM users u JOIN domains d ON d.id = u.domain_id
+WHERE lower(u.email) = lower($1)
+ORDER BY u.created_at
+LIMIT 2
+`
+
+type FindUsersByEmailRow struct {
+	User       User
+	DomainName string
+}
+
+// Two rows are enough to tell "one" from "ambiguous".
+func (q *Queries) FindUsersByEmail(ctx context.Context, db DBTX, email string) ([]FindUsersByEmailRow, error) {
+	rows, err := db.Query(ctx, findUsersByEmail, email)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []FindUsersByEmailRow{}
+	for rows.Next() {
+		var i FindUsersByEmailRow
+		if err := rows.Scan(
+			&i.User.ID,
+			&i.User.DomainID,
+			&i.User.Extension,
+			&i.User.LoginName,
+			&i.User.Email,
+			&i.User.FirstName,
+			&i.User.LastName,
+			&i.User.Locale,
+			&i.User.PasswordHash,
+			&i.User.PasswordChangedAt,
+			&i.User.PinHash,
+			&i.User.PinChangedAt,
+			&i.User.Status,
+			&i.User.FailedLogins,
+			&i.User.LockedUntil,
+			&i.User.RolloutPhase,
+			&i.User.RolloutPhaseAt,
+			&i.User.CreatedAt,
+			&i.User.UpdatedAt,
+			&i.DomainName,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const getUserByID = `-- name: GetUserByID :one
 SELECT id, domain_id, extension, login_name, email, first_name, last_name, locale, password_hash, password_changed_at, pin_hash, pin_changed_at, status, failed_logins, locked_until, rollout_phase, rollout_phase_at, created_at, updated_at FROM users WHERE id = $1
 `
@@ -104,6 +159,84 @@ func (q *Queries) GetUserByID(ctx context.Context, db DBTX, id uuid.UUID) (User,
 	return i, err
 }
 
+const getUserByLoginName = `-- name: GetUserByLoginName :one
+SELECT u.id, u.domain_id, u.extension, u.login_name, u.email, u.first_name, u.last_name, u.locale, u.password_hash, u.password_changed_at, u.pin_hash, u.pin_changed_at, u.status, u.failed_logins, u.locked_until, u.rollout_phase, u.rollout_phase_at, u.created_at, u.updated_at, d.name AS domain_name
+FROM users u JOIN domains d ON d.id = u.domain_id
+WHERE lower(u.login_name) = lower($1)
+`
+
+type GetUserByLoginNameRow struct {
+	User       User
+	DomainName string
+}
+
+func (q *Queries) GetUserByLoginName(ctx context.Context, db DBTX, loginName string) (GetUserByLoginNameRow, error) {
+	row := db.QueryRow(ctx, getUserByLoginName, loginName)
+	var i GetUserByLoginNameRow
+	err := row.Scan(
+		&i.User.ID,
+		&i.User.DomainID,
+		&i.User.Extension,
+		&i.User.LoginName,
+		&i.User.Email,
+		&i.User.FirstName,
+		&i.User.LastName,
+		&i.User.Locale,
+		&i.User.PasswordHash,
+		&i.User.PasswordChangedAt,
+		&i.User.PinHash,
+		&i.User.PinChangedAt,
+		&i.User.Status,
+		&i.User.FailedLogins,
+		&i.User.LockedUntil,
+		&i.User.RolloutPhase,
+		&i.User.RolloutPhaseAt,
+		&i.User.CreatedAt,
+		&i.User.UpdatedAt,
+		&i.DomainName,
+	)
+	return i, err
+}
+
+const getUserWithDomain = `-- name: GetUserWithDomain :one
+SELECT u.id, u.domain_id, u.extension, u.login_name, u.email, u.first_name, u.last_name, u.locale, u.password_hash, u.password_changed_at, u.pin_hash, u.pin_changed_at, u.status, u.failed_logins, u.locked_until, u.rollout_phase, u.rollout_phase_at, u.created_at, u.updated_at, d.name AS domain_name
+FROM users u JOIN domains d ON d.id = u.domain_id
+WHERE u.id = $1
+`
+
+type GetUserWithDomainRow struct {
+	User       User
+	DomainName string
+}
+
+func (q *Queries) GetUserWithDomain(ctx context.Context, db DBTX, id uuid.UUID) (GetUserWithDomainRow, error) {
+	row := db.QueryRow(ctx, getUserWithDomain, id)
+	var i GetUserWithDomainRow
+	err := row.Scan(
+		&i.User.ID,
+		&i.User.DomainID,
+		&i.User.Extension,
+		&i.User.LoginName,
+		&i.User.Email,
+		&i.User.FirstName,
+		&i.User.LastName,
+		&i.User.Locale,
+		&i.User.PasswordHash,
+		&i.User.PasswordChangedAt,
+		&i.User.PinHash,
+		&i.User.PinChangedAt,
+		&i.User.Status,
+		&i.User.FailedLogins,
+		&i.User.LockedUntil,
+		&i.User.RolloutPhase,
+		&i.User.RolloutPhaseAt,
+		&i.User.CreatedAt,
+		&i.User.UpdatedAt,
+		&i.DomainName,
+	)
+	return i, err
+}
+
 const listUsers = `-- name: ListUsers :many
 SELECT u.id, u.domain_id, u.extension, u.login_name, u.email, u.first_name, u.last_name, u.locale, u.password_hash, u.password_changed_at, u.pin_hash, u.pin_changed_at, u.status, u.failed_logins, u.locked_until, u.rollout_phase, u.rollout_phase_at, u.created_at, u.updated_at, d.name AS domain_name
 FROM users u
@@ -123,26 +256,8 @@ type ListUsersParams struct {
 }
 
 type ListUsersRow struct {
-	ID                uuid.UUID
-	DomainID          uuid.UUID
-	Extension         string
-	LoginName         string
-	Email             string
-	FirstName         string
-	LastName          string
-	Locale            string
-	PasswordHash      *string
-	PasswordChangedAt *time.Time
-	PinHash           *string
-	PinChangedAt      *time.Time
-	Status            string
-	FailedLogins      int32
-	LockedUntil       *time.Time
-	RolloutPhase      string
-	RolloutPhaseAt    *time.Time
-	CreatedAt         time.Time
-	UpdatedAt         time.Time
-	DomainName        string
+	User       User
+	DomainName string
 }
 
 // Keyset pagination on id keeps listing a large domain cheap.
@@ -161,25 +276,25 @@ func (q *Queries) ListUsers(ctx context.Context, db DBTX, arg ListUsersParams) (
 	for rows.Next() {
 		var i ListUsersRow
 		if err := rows.Scan(
-			&i.ID,
-			&i.DomainID,
-			&i.Extension,
-			&i.LoginName,
-			&i.Email,
-			&i.FirstName,
-			&i.LastName,
-			&i.Locale,
-			&i.PasswordHash,
-			&i.PasswordChangedAt,
-			&i.PinHash,
-			&i.PinChangedAt,
-			&i.Status,
-			&i.FailedLogins,
-			&i.LockedUntil,
-			&i.RolloutPhase,
-			&i.RolloutPhaseAt,
-			&i.CreatedAt,
-			&i.UpdatedAt,
+			&i.User.ID,
+			&i.User.DomainID,
+			&i.User.Extension,
+			&i.User.LoginName,
+			&i.User.Email,
+			&i.User.FirstName,
+			&i.User.LastName,
+			&i.User.Locale,
+			&i.User.PasswordHash,
+			&i.User.PasswordChangedAt,
+			&i.User.PinHash,
+			&i.User.PinChangedAt,
+			&i.User.Status,
+			&i.User.FailedLogins,
+			&i.User.LockedUntil,
+			&i.User.RolloutPhase,
+			&i.User.RolloutPhaseAt,
+			&i.User.CreatedAt,
+			&i.User.UpdatedAt,
 			&i.DomainName,
 		); err != nil {
 			return nil, err
@@ -190,4 +305,115 @@ func (q *Queries) ListUsers(ctx context.Context, db DBTX, arg ListUsersParams) (
 		return nil, err
 	}
 	return items, nil
+}
+
+const lockUser = `-- name: LockUser :exec
+SELECT 1 FROM users WHERE id = $1 FOR UPDATE
+`
+
+// Serialises the decisions about one user (e.g. whether a request is over the
+// per-account limit) across worker processes.
+func (q *Queries) LockUser(ctx context.Context, db DBTX, id uuid.UUID) error {
+	_, err := db.Exec(ctx, lockUser, id)
+	return err
+}
+
+const recordLoginFailure = `-- name: RecordLoginFailure :one
+UPDATE users
+SET failed_logins = failed_logins + 1,
+    locked_until = CASE WHEN failed_logins + 1 >= $1::integer THEN $2::timestamptz ELSE locked_until END,
+    updated_at = $3::timestamptz
+WHERE id = $4
+RETURNING failed_logins, locked_until
+`
+
+type RecordLoginFailureParams struct {
+	Threshold   int32
+	LockedUntil time.Time
+	Now         time.Time
+	ID          uuid.UUID
+}
+
+type RecordLoginFailureRow struct {
+	FailedLogins int32
+	LockedUntil  *time.Time
+}
+
+func (q *Queries) RecordLoginFailure(ctx context.Context, db DBTX, arg RecordLoginFailureParams) (RecordLoginFailureRow, error) {
+	row := db.QueryRow(ctx, recordLoginFailure,
+		arg.Threshold,
+		arg.LockedUntil,
+		arg.Now,
+		arg.ID,
+	)
+	var i RecordLoginFailureRow
+	err := row.Scan(&i.FailedLogins, &i.LockedUntil)
+	return i, err
+}
+
+const recordLoginSuccess = `-- name: RecordLoginSuccess :exec
+UPDATE users SET failed_logins = 0, locked_until = NULL WHERE id = $1 AND (failed_logins <> 0 OR locked_until IS NOT NULL)
+`
+
+func (q *Queries) RecordLoginSuccess(ctx context.Context, db DBTX, id uuid.UUID) error {
+	_, err := db.Exec(ctx, recordLoginSuccess, id)
+	return err
+}
+
+const setPasswordHash = `-- name: SetPasswordHash :exec
+UPDATE users
+SET password_hash = $1, password_changed_at = $2::timestamptz, failed_logins = 0, locked_until = NULL,
+    updated_at = $2::timestamptz
+WHERE id = $3
+`
+
+type SetPasswordHashParams struct {
+	PasswordHash *string
+	Now          time.Time
+	ID           uuid.UUID
+}
+
+func (q *Queries) SetPasswordHash(ctx context.Context, db DBTX, arg SetPasswordHashParams) error {
+	_, err := db.Exec(ctx, setPasswordHash, arg.PasswordHash, arg.Now, arg.ID)
+	return err
+}
+
+const unlockUser = `-- name: UnlockUser :execrows
+UPDATE users SET failed_logins = 0, locked_until = NULL, updated_at = $1::timestamptz
+WHERE id = $2 AND locked_until IS NOT NULL
+`
+
+type UnlockUserParams struct {
+	Now time.Time
+	ID  uuid.UUID
+}
+
+func (q *Queries) UnlockUser(ctx context.Context, db DBTX, arg UnlockUserParams) (int64, error) {
+	result, err := db.Exec(ctx, unlockUser, arg.Now, arg.ID)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
+const updatePasswordHash = `-- name: UpdatePasswordHash :exec
+UPDATE users SET password_hash = $1, updated_at = $2::timestamptz WHERE id = $3 AND password_hash = $4
+`
+
+type UpdatePasswordHashParams struct {
+	PasswordHash *string
+	Now          time.Time
+	ID           uuid.UUID
+	OldHash      *string
+}
+
+// Rehashing after a parameter change must not count as a password change.
+func (q *Queries) UpdatePasswordHash(ctx context.Context, db DBTX, arg UpdatePasswordHashParams) error {
+	_, err := db.Exec(ctx, updatePasswordHash,
+		arg.PasswordHash,
+		arg.Now,
+		arg.ID,
+		arg.OldHash,
+	)
+	return err
 }

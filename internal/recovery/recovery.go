@@ -1,0 +1,413 @@
+// Package recovery is the forgot-password flow: a request resolves to an
+// account, the tokens worker decides to send a reset link, and the link's
+// token, consumed once, sets the new password and logs the user in.
+package recovery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/rs/zerolog"
+
+	"github.com/latchkey/latchkey/internal/audit"
+	"github.com/latchkey/latchkey/internal/config"
+	"github.com/latchkey/latchkey/internal/credential"
+	"github.com/latchkey/latchkey/internal/delivery"
+	"github.com/latchkey/latchkey/internal/events"
+	"github.com/latchkey/latchkey/internal/mailtmpl"
+	"github.com/latchkey/latchkey/internal/outbox"
+	"github.com/latchkey/latchkey/internal/problem"
+	"github.com/latchkey/latchkey/internal/sessions"
+	"github.com/latchkey/latchkey/internal/store"
+)
+
+// Token purposes this flow mints and accepts.
+const (
+	PurposeReset = "reset"
+)
+
+// Messages of the flow (SPEC §5.1).
+const (
+	MsgRequestProcessed = "Your request has been processed. Please check your email!"
+	MsgAccountNotFound  = "Username or email does not exist. Please enter a valid one."
+	MsgAccountAmbiguous = "This email address belongs to several accounts. Please contact your administrator."
+	MsgLinkExpired      = "Link expired, you have to repeat the activation process."
+	MsgPasswordChanged  = "The password has been changed."
+)
+
+var (
+	// ErrAccountNotFound: no account has this login name or email.
+	ErrAccountNotFound = problem.New(404, "account_not_found", MsgAccountNotFound)
+	// ErrAccountAmbiguous: the email belongs to accounts in several domains.
+	ErrAccountAmbiguous = problem.New(409, "account_ambiguous", MsgAccountAmbiguous)
+	// ErrLinkExpired: the token is unknown, expired, used or revoked.
+	ErrLinkExpired = problem.New(410, "link_expired", MsgLinkExpired)
+)
+
+// Config configures the flow.
+type Config struct {
+	Disclosure          config.Disclosure
+	ResetTTL            time.Duration
+	RateLimitPerAccount config.Rate
+	UnlockOnReset       bool
+	LoginAfterReset     bool
+}
+
+// Service runs the flow.
+type Service struct {
+	cfg       Config
+	store     *store.Store
+	publisher *events.Publisher
+	requester *delivery.Requester
+	outbox    *outbox.Outbox
+	hasher    *credential.Hasher
+	policy    *credential.Policy
+	sessions  *sessions.Manager
+	now       func() time.Time
+}
+
+// New builds the service.
+func New(cfg Config, st *store.Store, pub *events.Publisher, req *delivery.Requester, ob *outbox.Outbox,
+	hasher *credential.Hasher, policy *credential.Policy, sm *sessions.Manager, now func() time.Time) *Service {
+	return &Service{cfg: cfg, store: st, publisher: pub, requester: req, outbox: ob, hasher: hasher, policy: policy,
+		sessions: sm, now: now}
+}
+
+// ResetRequested is the data of a reset.requested event. A portal backend may
+// publish it itself: exactly one of UserID and Identifier (a login name or an
+// email) is set.
+type ResetRequested struct {
+	UserID     *uuid.UUID `json:"user_id,omitempty"`
+	Identifier string     `json:"identifier,omitempty"`
+	audit.Meta
+}
+
+// PasswordChanged is the data of a password.changed event.
+type PasswordChanged struct {
+	UserID    uuid.UUID `json:"user_id"`
+	ChangedAt time.Time `json:"changed_at"`
+	Via       string    `json:"via"`
+	audit.Meta
+}
+
+// CleanIdentifier validates a login name or email typed into a form. It
+// refuses control characters so nothing typed can inject a mail header.
+func CleanIdentifier(raw string) (string, bool) {
+	s := strings.TrimSpace(raw)
+	if s == "" || len(s) > 254 {
+		return "", false
+	}
+	// No identifier contains these; a list ("a@x, b@y") or a header
+	// ("a@x\r\nBcc: …") smuggled in is refused rather than looked up.
+	if strings.ContainsAny(s, ",;<>") {
+		return "", false
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return "", false
+		}
+	}
+	return s, true
+}
+
+// Resolve finds the one account an identifier names: a login name first,
+// then an email that belongs to exactly one account.
+func (s *Service) Resolve(ctx context.Context, identifier string) (store.User, error) {
+	u, err := s.store.UserByLoginName(ctx, identifier)
+	if err == nil {
+		return u, nil
+	}
+	if !errors.Is(err, store.ErrNotFound) {
+		return store.User{}, err
+	}
+	users, err := s.store.UsersByEmail(ctx, identifier)
+	if err != nil {
+		return store.User{}, err
+	}
+	switch len(users) {
+	case 0:
+		return store.User{}, ErrAccountNotFound
+	case 1:
+		return users[0], nil
+	default:
+		return store.User{}, ErrAccountAmbiguous
+	}
+}
+
+// Forgot handles POST /v1/password/forgot for an identifier already checked
+// by CleanIdentifier. In explicit mode it says when the account is unknown or
+// ambiguous; in uniform mode it does no lookup at all, so known and unknown
+// identifiers cost the same, and the worker resolves the identifier.
+// accountKey returns the key for per-account rate limiting.
+func (s *Service) Forgot(ctx context.Context, identifier string, meta audit.Meta, allow func(accountKey string) error) error {
+	data := ResetRequested{Meta: meta}
+	key := "id:" + strings.ToLower(identifier)
+	if s.cfg.Disclosure == config.DisclosureExplicit {
+		u, err := s.Resolve(ctx, identifier)
+		if err != nil {
+			return err
+		}
+		data.UserID, key = &u.ID, "user:"+u.ID.String()
+	} else {
+		data.Identifier = identifier
+	}
+	if err := allow(key); err != nil {
+		return err
+	}
+	return s.publish(ctx, data)
+}
+
+// AdminReset handles POST /v1/admin/users/{id}/password-reset.
+func (s *Service) AdminReset(ctx context.Context, domainScope *uuid.UUID, userID uuid.UUID, meta audit.Meta) error {
+	u, err := s.store.UserWithDomain(ctx, nil, userID)
+	if err != nil {
+		return err
+	}
+	if domainScope != nil && *domainScope != u.DomainID {
+		return store.ErrNotFound // a scoped key must not learn that the user exists
+	}
+	return s.publish(ctx, ResetRequested{UserID: &u.ID, Meta: meta})
+}
+
+func (s *Service) publish(ctx context.Context, data ResetRequested) error {
+	e, err := events.New(delivery.Source, events.TypeResetRequested, "", data, s.now())
+	if err != nil {
+		return err
+	}
+	_, err = s.publisher.Publish(ctx, e)
+	return err
+}
+
+// HandleResetRequested is the tokens worker's handler: it resolves the
+// account, applies the per-account limit and the unlock-on-reset rule, and
+// records one delivery of the reset email per event, then asks the mailer to
+// send it. A redelivered event finds its delivery and only re-publishes.
+func (s *Service) HandleResetRequested(ctx context.Context, e events.Event) error {
+	var data ResetRequested
+	if err := e.DecodeData(&data); err != nil {
+		return err
+	}
+	if (data.UserID == nil) == (data.Identifier == "") {
+		return events.Permanent(errors.New("reset.requested needs exactly one of user_id and identifier"))
+	}
+	log := zerolog.Ctx(ctx)
+	var u store.User
+	var err error
+	if data.UserID != nil {
+		u, err = s.store.UserWithDomain(ctx, nil, *data.UserID)
+	} else {
+		u, err = s.Resolve(ctx, data.Identifier)
+	}
+	var p *problem.Problem
+	if errors.Is(err, store.ErrNotFound) || errors.As(err, &p) {
+		// Unknown or ambiguous: nothing to send. The audit trail keeps the
+		// attempt without the identifier, which may be someone's email.
+		log.Info().Msg("reset request names no single account; nothing sent")
+		return audit.Record(ctx, s.store, nil, audit.ResetUnresolved, nil, nil, data.Meta, nil)
+	}
+	if err != nil {
+		return err
+	}
+
+	var d store.Delivery
+	err = s.store.InTx(ctx, func(tx pgx.Tx) error {
+		// One decision per user at a time, across every worker process: the
+		// limit check below must see the deliveries decided before it.
+		if err := s.store.LockUser(ctx, tx, u.ID); err != nil {
+			return err
+		}
+		key := "reset:" + e.ID
+		now := s.now()
+		existing, err := s.store.DeliveryByKey(ctx, tx, key)
+		if err == nil {
+			d = existing // a redelivered event: only publish again
+			return nil
+		}
+		if !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		recent, err := s.store.CountRecentDeliveries(ctx, tx, u.ID, mailtmpl.PasswordReset, now.Add(-s.cfg.RateLimitPerAccount.Window))
+		if err != nil {
+			return err
+		}
+		nd := store.NewDelivery{
+			IdempotencyKey: key, UserID: u.ID, Template: mailtmpl.PasswordReset, Locale: u.Locale,
+			Recipient: u.Email, TokenPurpose: PurposeReset, TokenTTL: s.cfg.ResetTTL, SourceEventID: e.ID,
+		}
+		if recent >= s.cfg.RateLimitPerAccount.Count {
+			// Recorded as skipped so a redelivery finds the same decision.
+			nd.Status = "skipped"
+			if d, _, err = s.requester.Record(ctx, tx, nd); err != nil {
+				return err
+			}
+			return audit.Record(ctx, s.store, tx, audit.ResetSuppressed, &u.ID, &u.DomainID, data.Meta,
+				map[string]any{"event_id": e.ID, "recent": recent})
+		}
+		if d, _, err = s.requester.Record(ctx, tx, nd); err != nil {
+			return err
+		}
+		if s.cfg.UnlockOnReset {
+			unlocked, err := s.store.UnlockUser(ctx, tx, u.ID, now)
+			if err != nil {
+				return err
+			}
+			if unlocked {
+				if err := audit.Record(ctx, s.store, tx, audit.AccountUnlocked, &u.ID, &u.DomainID, data.Meta, nil); err != nil {
+					return err
+				}
+			}
+		}
+		return audit.Record(ctx, s.store, tx, audit.ResetRequested, &u.ID, &u.DomainID, data.Meta,
+			map[string]any{"delivery_id": d.ID})
+	})
+	if err != nil {
+		return err
+	}
+	if d.Status == "skipped" {
+		log.Info().Str("user_id", u.ID.String()).Msg("reset request over the per-account limit; suppressed")
+		return nil
+	}
+	return s.requester.Publish(ctx, d)
+}
+
+// TokenInfo is what the reset form shows before the user types a password.
+type TokenInfo struct {
+	Purpose   string    `json:"purpose"`
+	LoginName string    `json:"login_name"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// Inspect describes a live token without using it.
+func (s *Service) Inspect(ctx context.Context, token string, purposes []string) (TokenInfo, error) {
+	hash, ok := tokenHash(token)
+	if !ok {
+		return TokenInfo{}, ErrLinkExpired
+	}
+	t, err := s.store.LiveToken(ctx, hash, purposes, s.now())
+	if errors.Is(err, store.ErrNotFound) {
+		return TokenInfo{}, ErrLinkExpired
+	}
+	if err != nil {
+		return TokenInfo{}, err
+	}
+	return TokenInfo{Purpose: t.Purpose, LoginName: t.LoginName, ExpiresAt: t.ExpiresAt.UTC()}, nil
+}
+
+// ResetResult is the answer to a successful reset.
+type ResetResult struct {
+	LoginName string
+	Session   *sessions.Issued
+}
+
+// Reset consumes a reset token and sets the new password, in one
+// transaction: of two requests racing with one token exactly one wins.
+func (s *Service) Reset(ctx context.Context, token, newPassword, confirmPassword string, meta audit.Meta) (ResetResult, error) {
+	hash, ok := tokenHash(token)
+	if !ok {
+		return ResetResult{}, ErrLinkExpired
+	}
+	now := s.now()
+	purposes := []string{PurposeReset}
+	t, err := s.store.LiveToken(ctx, hash, purposes, now)
+	if errors.Is(err, store.ErrNotFound) {
+		return ResetResult{}, ErrLinkExpired
+	}
+	if err != nil {
+		return ResetResult{}, err
+	}
+	u, err := s.store.UserWithDomain(ctx, nil, t.UserID)
+	if err != nil {
+		return ResetResult{}, err
+	}
+	if vs := s.policy.CheckPassword(newPassword, confirmPassword,
+		credential.Identity{LoginName: u.LoginName, Extension: u.Extension, Email: u.Email}); len(vs) > 0 {
+		return ResetResult{}, PolicyProblem(vs)
+	}
+	// Hash before the transaction: argon2id is slow, row locks should not be.
+	phc, err := s.hasher.Hash(ctx, newPassword)
+	if err != nil {
+		return ResetResult{}, fmt.Errorf("hash password: %w", err)
+	}
+	var res ResetResult
+	var changed events.Event
+	err = s.store.InTx(ctx, func(tx pgx.Tx) error {
+		consumed, err := s.store.ConsumeToken(ctx, tx, hash, purposes, now)
+		if errors.Is(err, store.ErrNotFound) {
+			return ErrLinkExpired
+		}
+		if err != nil {
+			return err
+		}
+		if changed, err = s.changePassword(ctx, tx, u, phc, "reset", meta, now); err != nil {
+			return err
+		}
+		if err := audit.Record(ctx, s.store, tx, audit.TokenConsumed, &u.ID, &u.DomainID, meta,
+			map[string]any{"token_id": consumed.ID, "purpose": consumed.Purpose}); err != nil {
+			return err
+		}
+		res.LoginName = u.LoginName
+		if s.cfg.LoginAfterReset {
+			issued, err := s.sessions.Create(ctx, tx, u.ID)
+			if err != nil {
+				return err
+			}
+			res.Session = &issued
+		}
+		return nil
+	})
+	if err != nil {
+		return ResetResult{}, err
+	}
+	s.outbox.Publish(ctx, changed)
+	return res, nil
+}
+
+// changePassword sets the hash and does what every password change must: the
+// user's outstanding reset and welcome links die, every session ends, and a
+// password.changed event is queued in the same transaction.
+func (s *Service) changePassword(ctx context.Context, tx pgx.Tx, u store.User, phc, via string, meta audit.Meta, now time.Time) (events.Event, error) {
+	if err := s.store.SetPassword(ctx, tx, u.ID, phc, now); err != nil {
+		return events.Event{}, err
+	}
+	if err := s.store.RevokeUserTokens(ctx, tx, u.ID, []string{PurposeReset, "welcome", "setup", "legacy_confirm"}, now); err != nil {
+		return events.Event{}, err
+	}
+	if err := s.sessions.EndOthers(ctx, tx, u.ID, nil); err != nil {
+		return events.Event{}, err
+	}
+	if err := audit.Record(ctx, s.store, tx, audit.PasswordChanged, &u.ID, &u.DomainID, meta, map[string]any{"via": via}); err != nil {
+		return events.Event{}, err
+	}
+	e, err := events.New(delivery.Source, events.TypePasswordChanged, u.ID.String(),
+		PasswordChanged{UserID: u.ID, ChangedAt: now.UTC(), Via: via, Meta: meta}, now)
+	if err != nil {
+		return events.Event{}, err
+	}
+	return e, s.outbox.Add(ctx, tx, e)
+}
+
+// PolicyProblem turns policy violations into a 422 whose detail is the first
+// message, so a form can show it as is.
+func PolicyProblem(vs []credential.Violation) *problem.Problem {
+	errs := make([]problem.FieldError, len(vs))
+	for i, v := range vs {
+		errs[i] = problem.FieldError{Field: v.Field, Code: v.Code, Detail: v.Message}
+	}
+	p := problem.Validation(errs)
+	p.Detail = vs[0].Message
+	return p
+}
+
+func tokenHash(token string) ([]byte, bool) {
+	if len(token) < 16 || len(token) > 128 {
+		return nil, false
+	}
+	h := credential.HashToken(token)
+	return h[:], true
+}

@@ -1,0 +1,327 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/latchkey/latchkey/internal/store/dbsqlc"
+)
+
+// UserByLoginName finds an account by login name, ignoring case.
+func (s *Store) UserByLoginName(ctx context.Context, loginName string) (User, error) {
+	row, err := s.q.GetUserByLoginName(ctx, s.pool, loginName)
+	if err != nil {
+		return User{}, translate("get user by login name", err)
+	}
+	return userFromRow(row.User, row.DomainName), nil
+}
+
+// UsersByEmail returns at most two accounts with this email: enough to tell
+// a unique match from an ambiguous one.
+func (s *Store) UsersByEmail(ctx context.Context, email string) ([]User, error) {
+	rows, err := s.q.FindUsersByEmail(ctx, s.pool, email)
+	if err != nil {
+		return nil, translate("find users by email", err)
+	}
+	users := make([]User, len(rows))
+	for i, r := range rows {
+		users[i] = userFromRow(r.User, r.DomainName)
+	}
+	return users, nil
+}
+
+// UserWithDomain finds an account by id, with its domain's name.
+func (s *Store) UserWithDomain(ctx context.Context, tx pgx.Tx, id uuid.UUID) (User, error) {
+	row, err := s.q.GetUserWithDomain(ctx, s.on(tx), id)
+	if err != nil {
+		return User{}, translate("get user", err)
+	}
+	return userFromRow(row.User, row.DomainName), nil
+}
+
+// SetPassword stores a new password hash; it also clears the lockout, since
+// whoever sets it proved control of the account another way.
+func (s *Store) SetPassword(ctx context.Context, tx pgx.Tx, userID uuid.UUID, hash string, now time.Time) error {
+	err := s.q.SetPasswordHash(ctx, s.on(tx), dbsqlc.SetPasswordHashParams{ID: userID, PasswordHash: &hash, Now: now})
+	return translate("set password", err)
+}
+
+// RehashPassword swaps in a hash with current parameters, unless the
+// password changed meanwhile.
+func (s *Store) RehashPassword(ctx context.Context, userID uuid.UUID, oldHash, newHash string, now time.Time) error {
+	err := s.q.UpdatePasswordHash(ctx, s.pool, dbsqlc.UpdatePasswordHashParams{ID: userID, PasswordHash: &newHash, OldHash: &oldHash, Now: now})
+	return translate("rehash password", err)
+}
+
+// RecordLoginFailure counts a failed login and locks the account once the
+// count reaches threshold. It returns the lock's end, nil when not locked.
+func (s *Store) RecordLoginFailure(ctx context.Context, userID uuid.UUID, threshold int, lockedUntil, now time.Time) (int, *time.Time, error) {
+	row, err := s.q.RecordLoginFailure(ctx, s.pool, dbsqlc.RecordLoginFailureParams{
+		ID: userID, Threshold: int32(threshold), LockedUntil: lockedUntil, Now: now,
+	})
+	if err != nil {
+		return 0, nil, translate("record login failure", err)
+	}
+	return int(row.FailedLogins), row.LockedUntil, nil
+}
+
+// RecordLoginSuccess resets the failure count.
+func (s *Store) RecordLoginSuccess(ctx context.Context, userID uuid.UUID) error {
+	return translate("record login success", s.q.RecordLoginSuccess(ctx, s.pool, userID))
+}
+
+// LockUser takes the user's row lock until tx ends.
+func (s *Store) LockUser(ctx context.Context, tx pgx.Tx, userID uuid.UUID) error {
+	return translate("lock user", s.q.LockUser(ctx, tx, userID))
+}
+
+// UnlockUser clears a lock; it reports whether the account was locked.
+func (s *Store) UnlockUser(ctx context.Context, tx pgx.Tx, userID uuid.UUID, now time.Time) (bool, error) {
+	n, err := s.q.UnlockUser(ctx, s.on(tx), dbsqlc.UnlockUserParams{ID: userID, Now: now})
+	return n > 0, translate("unlock user", err)
+}
+
+// TokenInfo describes a live or just-consumed token.
+type TokenInfo struct {
+	ID        uuid.UUID
+	UserID    uuid.UUID
+	Purpose   string
+	LoginName string
+	ExpiresAt time.Time
+}
+
+// IssueToken revokes the user's live tokens of the same purpose and stores
+// the digest of a new one, in tx.
+func (s *Store) IssueToken(ctx context.Context, tx pgx.Tx, userID uuid.UUID, purpose string, hash []byte, now, expiresAt time.Time, deliveryID *uuid.UUID) (uuid.UUID, error) {
+	if err := s.q.RevokeLiveTokens(ctx, tx, dbsqlc.RevokeLiveTokensParams{UserID: userID, Purposes: []string{purpose}, Now: now}); err != nil {
+		return uuid.Nil, translate("revoke live tokens", err)
+	}
+	id, err := s.q.InsertToken(ctx, tx, dbsqlc.InsertTokenParams{
+		UserID: userID, Purpose: purpose, TokenHash: hash, Now: now, ExpiresAt: expiresAt, DeliveryID: deliveryID,
+	})
+	return id, translate("insert token", err)
+}
+
+// LiveToken finds a token that can still be used for one of purposes.
+func (s *Store) LiveToken(ctx context.Context, hash []byte, purposes []string, now time.Time) (TokenInfo, error) {
+	row, err := s.q.GetLiveToken(ctx, s.pool, dbsqlc.GetLiveTokenParams{TokenHash: hash, Purposes: purposes, Now: now})
+	if err != nil {
+		return TokenInfo{}, translate("get token", err)
+	}
+	return TokenInfo{ID: row.ID, UserID: row.UserID, Purpose: row.Purpose, LoginName: row.LoginName, ExpiresAt: row.ExpiresAt}, nil
+}
+
+// ConsumeToken marks a live token used, in tx; ErrNotFound when it is
+// unknown, expired, used, revoked or of another purpose.
+func (s *Store) ConsumeToken(ctx context.Context, tx pgx.Tx, hash []byte, purposes []string, now time.Time) (TokenInfo, error) {
+	row, err := s.q.ConsumeToken(ctx, tx, dbsqlc.ConsumeTokenParams{TokenHash: hash, Purposes: purposes, Now: now})
+	if err != nil {
+		return TokenInfo{}, translate("consume token", err)
+	}
+	return TokenInfo{ID: row.ID, UserID: row.UserID, Purpose: row.Purpose}, nil
+}
+
+// RevokeUserTokens revokes the user's live tokens of the given purposes.
+func (s *Store) RevokeUserTokens(ctx context.Context, tx pgx.Tx, userID uuid.UUID, purposes []string, now time.Time) error {
+	err := s.q.RevokeLiveTokens(ctx, s.on(tx), dbsqlc.RevokeLiveTokensParams{UserID: userID, Purposes: purposes, Now: now})
+	return translate("revoke tokens", err)
+}
+
+// RevokeDeliveryToken revokes the token minted for a delivery that failed.
+func (s *Store) RevokeDeliveryToken(ctx context.Context, deliveryID uuid.UUID, now time.Time) error {
+	err := s.q.RevokeTokenByDelivery(ctx, s.pool, dbsqlc.RevokeTokenByDeliveryParams{DeliveryID: &deliveryID, Now: now})
+	return translate("revoke delivery token", err)
+}
+
+// Session is an authenticated session.
+type Session struct {
+	ID        uuid.UUID
+	UserID    uuid.UUID
+	ExpiresAt time.Time
+}
+
+// InsertSession stores the digest of a new session token.
+func (s *Store) InsertSession(ctx context.Context, tx pgx.Tx, userID uuid.UUID, hash []byte, now, expiresAt time.Time) (uuid.UUID, error) {
+	id, err := s.q.InsertSession(ctx, s.on(tx), dbsqlc.InsertSessionParams{UserID: userID, TokenHash: hash, Now: now, ExpiresAt: expiresAt})
+	return id, translate("insert session", err)
+}
+
+// ActiveSession finds an unexpired, unrevoked session of an active user.
+func (s *Store) ActiveSession(ctx context.Context, hash []byte, now time.Time) (Session, error) {
+	row, err := s.q.GetActiveSession(ctx, s.pool, dbsqlc.GetActiveSessionParams{TokenHash: hash, Now: now})
+	if err != nil {
+		return Session{}, translate("get session", err)
+	}
+	return Session{ID: row.ID, UserID: row.UserID, ExpiresAt: row.ExpiresAt}, nil
+}
+
+// RevokeSession ends one session; false when it was not active.
+func (s *Store) RevokeSession(ctx context.Context, hash []byte, now time.Time) (bool, error) {
+	n, err := s.q.RevokeSessionByHash(ctx, s.pool, dbsqlc.RevokeSessionByHashParams{TokenHash: hash, Now: now})
+	return n > 0, translate("revoke session", err)
+}
+
+// RevokeOtherSessions ends every session of the user but keep (nil: all).
+func (s *Store) RevokeOtherSessions(ctx context.Context, tx pgx.Tx, userID uuid.UUID, keep *uuid.UUID, now time.Time) error {
+	err := s.q.RevokeOtherSessions(ctx, s.on(tx), dbsqlc.RevokeOtherSessionsParams{UserID: userID, KeepID: keep, Now: now})
+	return translate("revoke sessions", err)
+}
+
+// Delivery is one email the service decided to send.
+type Delivery struct {
+	ID             uuid.UUID
+	IdempotencyKey string
+	UserID         *uuid.UUID
+	Template       string
+	Locale         string
+	Recipient      string
+	Status         string
+	Attempts       int
+	LastError      string
+	SMTPMessageID  string
+	TokenPurpose   *string
+	TokenTTL       time.Duration
+	SourceEventID  string
+	CreatedAt      time.Time
+	SentAt         *time.Time
+}
+
+// NewDelivery is what InsertDelivery needs.
+type NewDelivery struct {
+	IdempotencyKey string
+	UserID         uuid.UUID
+	Template       string
+	Locale         string
+	Recipient      string
+	TokenPurpose   string // empty: no token
+	TokenTTL       time.Duration
+	SourceEventID  string
+	// Status is queued (the default), or skipped for a decision not to send
+	// that a redelivery must find again.
+	Status string
+}
+
+// InsertDelivery records the decision to send, once per idempotency key. It
+// reports whether this call created it; otherwise it returns the existing one.
+func (s *Store) InsertDelivery(ctx context.Context, tx pgx.Tx, d NewDelivery, now time.Time) (Delivery, bool, error) {
+	status := d.Status
+	if status == "" {
+		status = "queued"
+	}
+	p := dbsqlc.InsertDeliveryParams{
+		IdempotencyKey: d.IdempotencyKey, UserID: &d.UserID, Template: d.Template, Locale: d.Locale,
+		Recipient: d.Recipient, Status: status, SourceEventID: d.SourceEventID, Now: now,
+	}
+	if d.TokenPurpose != "" {
+		ttl := int32(d.TokenTTL / time.Second)
+		p.TokenPurpose, p.TokenTtlSeconds = &d.TokenPurpose, &ttl
+	}
+	row, err := s.q.InsertDelivery(ctx, s.on(tx), p)
+	if err == nil {
+		return deliveryFromRow(row), true, nil
+	}
+	if !errors.Is(err, pgx.ErrNoRows) {
+		return Delivery{}, false, translate("insert delivery", err)
+	}
+	row, err = s.q.GetDeliveryByKey(ctx, s.on(tx), d.IdempotencyKey)
+	if err != nil {
+		return Delivery{}, false, translate("get delivery", err)
+	}
+	return deliveryFromRow(row), false, nil
+}
+
+// DeliveryByKey finds the delivery recorded under an idempotency key.
+func (s *Store) DeliveryByKey(ctx context.Context, tx pgx.Tx, key string) (Delivery, error) {
+	row, err := s.q.GetDeliveryByKey(ctx, s.on(tx), key)
+	if err != nil {
+		return Delivery{}, translate("get delivery", err)
+	}
+	return deliveryFromRow(row), nil
+}
+
+// StartDeliveryAttempt claims a delivery for one sending attempt; ErrNotFound
+// when it is finished (sent, failed or skipped) or unknown.
+func (s *Store) StartDeliveryAttempt(ctx context.Context, tx pgx.Tx, id uuid.UUID, now time.Time) (Delivery, error) {
+	row, err := s.q.StartDeliveryAttempt(ctx, s.on(tx), dbsqlc.StartDeliveryAttemptParams{ID: id, Now: now})
+	if err != nil {
+		return Delivery{}, translate("start delivery attempt", err)
+	}
+	return deliveryFromRow(row), nil
+}
+
+// FinishDelivery records an attempt's outcome: status is queued (will retry),
+// sent, failed or skipped.
+func (s *Store) FinishDelivery(ctx context.Context, id uuid.UUID, status, lastError, messageID string, now time.Time) error {
+	err := s.q.FinishDelivery(ctx, s.pool, dbsqlc.FinishDeliveryParams{
+		ID: id, Status: status, LastError: lastError, SmtpMessageID: messageID, Now: now,
+	})
+	return translate("finish delivery", err)
+}
+
+// CountRecentDeliveries counts deliveries of template to the user since.
+func (s *Store) CountRecentDeliveries(ctx context.Context, tx pgx.Tx, userID uuid.UUID, template string, since time.Time) (int, error) {
+	n, err := s.q.CountRecentDeliveries(ctx, s.on(tx), dbsqlc.CountRecentDeliveriesParams{UserID: &userID, Template: template, Since: since})
+	return int(n), translate("count deliveries", err)
+}
+
+// DeliveriesByUser lists a user's deliveries, newest first.
+func (s *Store) DeliveriesByUser(ctx context.Context, userID uuid.UUID, limit int) ([]Delivery, error) {
+	rows, err := s.q.ListDeliveriesByUser(ctx, s.pool, dbsqlc.ListDeliveriesByUserParams{UserID: &userID, MaxRows: int32(limit)})
+	if err != nil {
+		return nil, translate("list deliveries", err)
+	}
+	out := make([]Delivery, len(rows))
+	for i, r := range rows {
+		out[i] = deliveryFromRow(r)
+	}
+	return out, nil
+}
+
+func deliveryFromRow(r dbsqlc.MailDelivery) Delivery {
+	d := Delivery{
+		ID: r.ID, IdempotencyKey: r.IdempotencyKey, UserID: r.UserID, Template: r.Template, Locale: r.Locale,
+		Recipient: r.Recipient, Status: r.Status, Attempts: int(r.Attempts), LastError: r.LastError,
+		SMTPMessageID: r.SmtpMessageID, TokenPurpose: r.TokenPurpose, SourceEventID: r.SourceEventID,
+		CreatedAt: r.CreatedAt, SentAt: r.SentAt,
+	}
+	if r.TokenTtlSeconds != nil {
+		d.TokenTTL = time.Duration(*r.TokenTtlSeconds) * time.Second
+	}
+	return d
+}
+
+// OutboxEvent is an event waiting to be published.
+type OutboxEvent struct {
+	EventID string
+	Subject string
+	Payload []byte
+}
+
+// InsertOutbox queues an event in tx.
+func (s *Store) InsertOutbox(ctx context.Context, tx pgx.Tx, e OutboxEvent) error {
+	err := s.q.InsertOutbox(ctx, tx, dbsqlc.InsertOutboxParams{EventID: e.EventID, Subject: e.Subject, Payload: e.Payload})
+	return translate("insert outbox", err)
+}
+
+// MarkOutboxPublished records that JetStream acknowledged the event.
+func (s *Store) MarkOutboxPublished(ctx context.Context, tx pgx.Tx, eventID string) error {
+	return translate("mark outbox published", s.q.MarkOutboxPublished(ctx, s.on(tx), eventID))
+}
+
+// ClaimStaleOutbox locks, in tx, up to limit events left unpublished since
+// before olderThan.
+func (s *Store) ClaimStaleOutbox(ctx context.Context, tx pgx.Tx, olderThan time.Time, limit int) ([]OutboxEvent, error) {
+	rows, err := s.q.ClaimStaleOutbox(ctx, tx, dbsqlc.ClaimStaleOutboxParams{OlderThan: olderThan, MaxRows: int32(limit)})
+	if err != nil {
+		return nil, translate("claim outbox", err)
+	}
+	out := make([]OutboxEvent, len(rows))
+	for i, r := range rows {
+		out[i] = OutboxEvent{EventID: r.EventID, Subject: r.Subject, Payload: r.Payload}
+	}
+	return out, nil
+}
