@@ -56,13 +56,32 @@ func NewDB(t testing.TB) *DB {
 	if err != nil {
 		t.Fatalf("testkit: prepare template database: %v", err)
 	}
+	return createDatabase(ctx, t, serverURL, " TEMPLATE "+tmpl)
+}
+
+// EmptyDB creates a database with no schema at all, for migration tests.
+func EmptyDB(t testing.TB) *DB {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	serverURL, err := ServerURL(ctx)
+	if err != nil {
+		t.Fatalf("testkit: %v", err)
+	}
+	return createDatabase(ctx, t, serverURL, "")
+}
+
+// createDatabase makes a uniquely named database (options such as a
+// TEMPLATE clause appended) and drops it when the test ends.
+func createDatabase(ctx context.Context, t testing.TB, serverURL, options string) *DB {
+	t.Helper()
 	name := "latchkey_test_" + randomHex(6)
 	admin, err := pgx.Connect(ctx, serverURL)
 	if err != nil {
 		t.Fatalf("testkit: connect: %v", err)
 	}
 	defer admin.Close(ctx)
-	if _, err := admin.Exec(ctx, fmt.Sprintf("CREATE DATABASE %s TEMPLATE %s", name, tmpl)); err != nil {
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name+options); err != nil {
 		t.Fatalf("testkit: create database: %v", err)
 	}
 	url := withDatabase(serverURL, name)
@@ -82,41 +101,6 @@ func NewDB(t testing.TB) *DB {
 		defer conn.Close(ctx)
 		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
 			t.Errorf("testkit: drop %s: %v", name, err)
-		}
-	})
-	return &DB{Pool: pool, URL: url, Name: name}
-}
-
-// EmptyDB creates a database with no schema at all, for migration tests.
-func EmptyDB(t testing.TB) *DB {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	serverURL, err := ServerURL(ctx)
-	if err != nil {
-		t.Fatalf("testkit: %v", err)
-	}
-	name := "latchkey_test_" + randomHex(6)
-	admin, err := pgx.Connect(ctx, serverURL)
-	if err != nil {
-		t.Fatalf("testkit: connect: %v", err)
-	}
-	defer admin.Close(ctx)
-	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		t.Fatalf("testkit: create database: %v", err)
-	}
-	url := withDatabase(serverURL, name)
-	pool, err := pgxpool.New(ctx, url)
-	if err != nil {
-		t.Fatalf("testkit: open pool: %v", err)
-	}
-	t.Cleanup(func() {
-		pool.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if conn, err := pgx.Connect(ctx, serverURL); err == nil {
-			defer conn.Close(ctx)
-			_, _ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
 		}
 	})
 	return &DB{Pool: pool, URL: url, Name: name}
