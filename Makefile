@@ -40,8 +40,16 @@ verify: verify-generated lint ## everything CI checks besides the tests
 build: ## build bin/latchkey
 	$(GO) build -trimpath -o bin/latchkey ./cmd/latchkey
 
+BENCH_OUT  ?= bench-out
+BENCH_ARGS ?=
+
 .PHONY: bench
-bench: ## Go micro-benchmarks (the load harness comes with issue 4)
+bench: ## the load harness: full stack on loopback, table + $(BENCH_OUT)/bench.json (BENCH_ARGS=--profile, --quick…)
+	@$(GO) build -o .local/bin/latchkey ./cmd/latchkey
+	@url=$$($(PG) start) && LATCHKEY_DATABASE_URL="$$url" BENCH_OUT="$(BENCH_OUT)" .local/bin/latchkey bench $(BENCH_ARGS)
+
+.PHONY: microbench
+microbench: ## Go micro-benchmarks (go test -bench)
 	@url=$$($(PG) start) && LATCHKEY_TEST_DATABASE_URL="$$url" $(GO) test -run '^$$' -bench . -benchmem ./...
 
 .PHONY: db-stop

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"sync"
@@ -224,6 +225,18 @@ func (a *App) Handler() http.Handler {
 	}, httpapi.Config{MaxBodyBytes: a.Config.MaxBodyBytes})
 }
 
+// PprofHandler serves Go's profiles, on its own listener so they are never
+// reachable through the API's address.
+func PprofHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
+}
+
 // OpsHandler serves only /healthz, /readyz and /metrics, for worker processes.
 func (a *App) OpsHandler() http.Handler {
 	return httpapi.NewOps(httpapi.Deps{Checks: a.checks(), Gatherer: a.Registry, Logger: a.Log})
@@ -271,7 +284,7 @@ func (a *App) Serve(ctx context.Context, addr string, h http.Handler, ready func
 func (a *App) Handlers() (Handlers, error) {
 	if a.sender == nil {
 		var err error
-		a.sender, err = mailer.New(mailer.Config{URL: a.Config.SMTPURL}, a.Log)
+		a.sender, err = mailer.New(mailer.Config{URL: a.Config.SMTPURL, Pool: a.Config.SMTPPool}, a.Log)
 		if err != nil {
 			return nil, err
 		}

@@ -36,19 +36,23 @@ type command struct {
 	args    string
 	summary string
 	run     func(ctx context.Context, env Env, cfg config.Config, args []string) error
+	// flags adds the command's own flags; the returned function turns their
+	// values (after parsing) into the arguments run receives.
+	flags func(fs *flag.FlagSet) func(args []string) []string
 }
 
 func commands() []command {
 	return []command{
-		{"dev", "", "run everything in one process: migrations, embedded NATS, the HTTP API and every worker", runDev},
-		{"serve", "", "run the HTTP API (ingress)", runServe},
-		{"worker", "[ROLE…]", "run workers: tokens, mailer, notifier, campaigns, scheduler (default: all)", runWorker},
-		{"migrate", "", "apply pending database migrations (safe to run concurrently)", runMigrate},
-		{"admin-key", "create --name NAME [--domain DOMAIN]", "create an admin API key; it is printed once", runAdminKey},
+		{"dev", "", "run everything in one process: migrations, embedded NATS, the HTTP API and every worker", runDev, nil},
+		{"serve", "", "run the HTTP API (ingress)", runServe, nil},
+		{"worker", "[ROLE…]", "run workers: tokens, mailer, notifier, campaigns, scheduler (default: all)", runWorker, nil},
+		{"migrate", "", "apply pending database migrations (safe to run concurrently)", runMigrate, nil},
+		{"admin-key", "create --name NAME [--domain DOMAIN]", "create an admin API key; it is printed once", runAdminKey, adminKeyFlags},
+		{"bench", "[--quick] [--profile] [--layouts 1x1,2x2]", "run the load harness (needs PostgreSQL; see make bench)", runBench, benchFlags},
 		{"version", "", "print the version", func(_ context.Context, env Env, _ config.Config, _ []string) error {
 			fmt.Fprintln(env.Stdout, "latchkey", env.Version)
 			return nil
-		}},
+		}, nil},
 	}
 }
 
@@ -73,15 +77,15 @@ func Run(ctx context.Context, env Env, args []string) error {
 			settingByFlag[s.Flag()] = s.Name
 		}
 		rest := args[1:]
-		if c.name == "admin-key" && len(rest) > 0 && rest[0] == "create" {
-			rest = rest[1:]
-		} else if c.name == "admin-key" {
-			return fmt.Errorf("%w: latchkey admin-key create --name NAME [--domain DOMAIN]", ErrUsage)
+		collect := func(args []string) []string { return args }
+		if c.flags != nil {
+			collect = c.flags(fs)
 		}
-		var keyName, keyDomain *string
 		if c.name == "admin-key" {
-			keyName = fs.String("name", "", "a name for the key, e.g. who uses it")
-			keyDomain = fs.String("domain", "", "limit the key to this domain")
+			if len(rest) == 0 || rest[0] != "create" {
+				return fmt.Errorf("%w: latchkey admin-key create --name NAME [--domain DOMAIN]", ErrUsage)
+			}
+			rest = rest[1:]
 		}
 		if err := fs.Parse(rest); err != nil {
 			return fmt.Errorf("%w: %w", ErrUsage, err)
@@ -96,11 +100,7 @@ func Run(ctx context.Context, env Env, args []string) error {
 		if err != nil {
 			return fmt.Errorf("configuration: %w", err)
 		}
-		cmdArgs := fs.Args()
-		if c.name == "admin-key" {
-			cmdArgs = []string{*keyName, *keyDomain}
-		}
-		return c.run(ctx, env, cfg, cmdArgs)
+		return c.run(ctx, env, cfg, collect(fs.Args()))
 	}
 	usage(env.Stderr)
 	return fmt.Errorf("%w: unknown command %q", ErrUsage, args[0])
@@ -147,6 +147,18 @@ func runDev(ctx context.Context, env Env, cfg config.Config, args []string) erro
 	return errors.Join(err, <-workersDone)
 }
 
+// servePprof runs the profile listener when LATCHKEY_PPROF_ADDR is set.
+func servePprof(ctx context.Context, a *app.App, cfg config.Config) {
+	if cfg.PprofAddr == "" {
+		return
+	}
+	go func() {
+		if err := a.Serve(ctx, cfg.PprofAddr, app.PprofHandler(), nil); err != nil {
+			a.Log.Warn().Err(err).Msg("pprof listener")
+		}
+	}()
+}
+
 func runServe(ctx context.Context, env Env, cfg config.Config, args []string) error {
 	if len(args) > 0 {
 		return fmt.Errorf("%w: serve takes no arguments", ErrUsage)
@@ -157,6 +169,7 @@ func runServe(ctx context.Context, env Env, cfg config.Config, args []string) er
 		return err
 	}
 	defer a.Close()
+	servePprof(ctx, a, cfg)
 	return a.Serve(ctx, cfg.HTTPAddr, a.Handler(), func(addr net.Addr) {
 		log.Info().Str("addr", addr.String()).Msg("http api listening")
 	})
@@ -175,6 +188,7 @@ func runWorker(ctx context.Context, env Env, cfg config.Config, args []string) e
 	defer a.Close()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	servePprof(ctx, a, cfg)
 	opsDone := make(chan error, 1)
 	if cfg.OpsAddr != "" {
 		go func() { opsDone <- a.Serve(ctx, cfg.OpsAddr, a.OpsHandler(), nil) }()
@@ -207,6 +221,12 @@ func runMigrate(ctx context.Context, env Env, cfg config.Config, args []string) 
 	}
 	fmt.Fprintf(env.Stdout, "schema at version %d (%d migrations applied)\n", res.To, res.Applied)
 	return nil
+}
+
+func adminKeyFlags(fs *flag.FlagSet) func([]string) []string {
+	name := fs.String("name", "", "a name for the key, e.g. who uses it")
+	domain := fs.String("domain", "", "limit the key to this domain")
+	return func([]string) []string { return []string{*name, *domain} }
 }
 
 func runAdminKey(ctx context.Context, env Env, cfg config.Config, args []string) error {

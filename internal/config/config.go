@@ -50,6 +50,8 @@ type Config struct {
 
 	HTTPAddr      string
 	OpsAddr       string
+	PprofAddr     string
+	SMTPPool      int
 	PublicBaseURL *url.URL
 	MaxBodyBytes  int64
 
@@ -147,6 +149,15 @@ func Settings() []Setting {
 				}
 				return parseHostPort(v)
 			}},
+		{Name: "PPROF_ADDR", Default: "",
+			Help: "Listen address for Go's /debug/pprof profiles. Empty: off. Never expose it publicly.",
+			set: func(c *Config, v string) error {
+				c.PprofAddr = v
+				if v == "" {
+					return nil
+				}
+				return parseHostPort(v)
+			}},
 		{Name: "PUBLIC_BASE_URL", Default: "http://127.0.0.1:8080",
 			Help:    "Base of every link in email. Links are never built from request headers.",
 			Aliases: []Alias{{Env: "APPSERVER_BASEURL", convert: identity}},
@@ -161,6 +172,9 @@ func Settings() []Setting {
 		{Name: "SMTP_URL", Default: "smtp://127.0.0.1:1025", Secret: true,
 			Help: "SMTP server: `smtp://[user:pass@]host:port` (STARTTLS when offered; `?starttls=required` to insist) or `smtps://` for implicit TLS.",
 			set:  func(c *Config, v string) (err error) { c.SMTPURL, err = parseSMTPURL(v); return }},
+		{Name: "SMTP_POOL", Default: "4",
+			Help: "Persistent SMTP connections per mailer process.",
+			set:  func(c *Config, v string) (err error) { c.SMTPPool, err = parseIntRange(v, 1, 256); return }},
 		{Name: "MAIL_FROM_NAME", Default: "Latchkey",
 			Help: "Sender name of every email (a per-domain override is possible).",
 			set:  func(c *Config, v string) error { c.MailFromName = v; return rejectControl(v) }},

@@ -1,0 +1,71 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/latchkey/latchkey/internal/bench"
+	"github.com/latchkey/latchkey/internal/config"
+)
+
+func benchFlags(fs *flag.FlagSet) func([]string) []string {
+	out := fs.String("out", "", "folder for bench.json, logs and profiles (default $BENCH_OUT, else bench-out)")
+	layouts := fs.String("layouts", "1x1,2x2", "worker layouts to measure, TOKENSxMAILERS processes")
+	rates := fs.String("rates", "100,250,500,1000,1500,2000,2500,3000,4000", "request rates of the pipeline ramp, per second")
+	users := fs.Int("users", 300000, "users to seed")
+	phase := fs.Duration("phase", 10*time.Second, "length of each ramp step and closed-loop run")
+	sustain := fs.Duration("sustain", 30*time.Second, "how long the best rate must hold")
+	low := fs.Duration("low", 20*time.Second, "length of the 10/s latency run")
+	profile := fs.Bool("profile", false, "collect CPU and allocation profiles of every process per scenario")
+	quick := fs.Bool("quick", false, "short phases and one layout: a smoke test of the harness, not a measurement")
+	return func([]string) []string {
+		if *quick {
+			*layouts, *rates, *users = "1x1", "100,400", 30000
+			*phase, *sustain, *low = 3*time.Second, 3*time.Second, 3*time.Second
+		}
+		return []string{*out, *layouts, *rates, strconv.Itoa(*users), phase.String(), sustain.String(), low.String(), strconv.FormatBool(*profile)}
+	}
+}
+
+func runBench(ctx context.Context, env Env, cfg config.Config, args []string) error {
+	out := args[0]
+	if out == "" {
+		out = os.Getenv("BENCH_OUT")
+	}
+	if out == "" {
+		out = "bench-out"
+	}
+	bc := bench.Config{DatabaseURL: cfg.DatabaseURL, OutDir: out, LogLevel: cfg.LogLevel}
+	var err error
+	if bc.Binary, err = os.Executable(); err != nil {
+		return err
+	}
+	for _, l := range strings.Split(args[1], ",") {
+		t, m, ok := strings.Cut(strings.TrimSpace(l), "x")
+		tokens, err1 := strconv.Atoi(t)
+		mailers, err2 := strconv.Atoi(m)
+		if !ok || err1 != nil || err2 != nil || tokens < 1 || mailers < 1 {
+			return fmt.Errorf("%w: --layouts takes TOKENSxMAILERS, e.g. 1x1,2x2", ErrUsage)
+		}
+		bc.Layouts = append(bc.Layouts, bench.Workers{Tokens: tokens, Mailers: mailers})
+	}
+	for _, r := range strings.Split(args[2], ",") {
+		rate, err := strconv.Atoi(strings.TrimSpace(r))
+		if err != nil || rate < 1 {
+			return fmt.Errorf("%w: --rates takes positive numbers", ErrUsage)
+		}
+		bc.Rates = append(bc.Rates, rate)
+	}
+	bc.Users, _ = strconv.Atoi(args[3])
+	bc.Phase, _ = time.ParseDuration(args[4])
+	bc.Sustain, _ = time.ParseDuration(args[5])
+	bc.LowRate, _ = time.ParseDuration(args[6])
+	bc.Profile = args[7] == "true"
+	_, err = bench.Run(ctx, bc, env.Stdout)
+	return err
+}
