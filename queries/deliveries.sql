@@ -12,12 +12,21 @@ SELECT * FROM mail_deliveries WHERE idempotency_key = @idempotency_key;
 -- name: GetDelivery :one
 SELECT * FROM mail_deliveries WHERE id = @id;
 
--- Claims a delivery for one attempt. A delivery already sent, failed or
--- skipped returns no row, so a redelivered mail.requested sends nothing.
+-- Claims a delivery for one attempt: a queued one, or one left "sending" by
+-- a worker that died (its claim older than stale_before). A delivery sent,
+-- failed, skipped, or being sent right now returns no row.
 -- name: StartDeliveryAttempt :one
 UPDATE mail_deliveries SET status = 'sending', attempts = attempts + 1, updated_at = @now::timestamptz
-WHERE id = @id AND status IN ('queued', 'sending')
+WHERE id = @id AND (status = 'queued' OR (status = 'sending' AND updated_at < @stale_before::timestamptz))
 RETURNING *;
+
+-- A retry of an older delivery must not revoke the link of a newer one.
+-- name: NewerDeliveryExists :one
+SELECT EXISTS (
+    SELECT 1 FROM mail_deliveries
+    WHERE user_id = @user_id AND token_purpose = @token_purpose AND created_at > @created_at
+      AND status IN ('queued', 'sending', 'sent')
+);
 
 -- name: FinishDelivery :exec
 UPDATE mail_deliveries

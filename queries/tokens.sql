@@ -12,7 +12,7 @@ RETURNING id;
 SELECT t.id, t.user_id, t.purpose, t.expires_at, u.login_name
 FROM tokens t JOIN users u ON u.id = t.user_id
 WHERE t.token_hash = @token_hash AND t.purpose = ANY(@purposes::text[])
-  AND t.consumed_at IS NULL AND t.revoked_at IS NULL AND t.expires_at > @now;
+  AND t.consumed_at IS NULL AND t.revoked_at IS NULL AND t.expires_at > @now AND u.status = 'active';
 
 -- The row lock taken by this UPDATE makes concurrent consumers of one token
 -- queue; the re-checked WHERE lets exactly one of them win.

@@ -89,7 +89,7 @@ func Open(ctx context.Context, cfg config.Config, log zerolog.Logger, opts Optio
 	a.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.events = events.NewMetrics(a.Registry)
 
-	pool, err := store.Open(ctx, cfg.DatabaseURL)
+	pool, err := store.Open(ctx, cfg.DatabaseURL, cfg.DBMaxConns)
 	if err != nil {
 		return nil, err
 	}
@@ -292,6 +292,7 @@ func (a *App) Handlers() (Handlers, error) {
 	m := delivery.NewMailer(delivery.MailerConfig{
 		PublicBaseURL: a.Config.PublicBaseURL, FromName: a.Config.MailFromName, FromAddress: a.Config.MailFromAddress,
 		MaxAttempts: a.Config.EventMaxDeliver,
+		ClaimLease:  2*a.Config.EventAckWait + time.Minute,
 	}, a.Store, a.sender, a.catalog, a.publisher, a.now)
 	return Handlers{
 		events.TypeResetRequested:  a.recovery.HandleResetRequested,
@@ -343,8 +344,14 @@ func (a *App) RunWorkers(ctx context.Context, roles []Role, handlers Handlers) e
 			}
 			return err
 		}
+		concurrency := 16
+		if role == RoleMailer {
+			// A handler waiting for an SMTP connection burns its deadline.
+			concurrency = a.Config.SMTPPool
+		}
 		runner := events.NewRunner(consumer, handlers.dispatch, a.Store, a.events, a.Log, events.RunnerConfig{
 			Consumer:        string(role),
+			Concurrency:     concurrency,
 			MaxDeliver:      a.Config.EventMaxDeliver,
 			HandlerTimeout:  a.Config.EventAckWait * 4 / 5,
 			ShutdownTimeout: a.Config.ShutdownTimeout,

@@ -210,7 +210,7 @@ func runMigrate(ctx context.Context, env Env, cfg config.Config, args []string) 
 	if len(args) > 0 {
 		return fmt.Errorf("%w: migrate takes no arguments", ErrUsage)
 	}
-	pool, err := store.Open(ctx, cfg.DatabaseURL)
+	pool, err := store.Open(ctx, cfg.DatabaseURL, cfg.DBMaxConns)
 	if err != nil {
 		return err
 	}
@@ -234,7 +234,7 @@ func runAdminKey(ctx context.Context, env Env, cfg config.Config, args []string)
 	if strings.TrimSpace(name) == "" {
 		return fmt.Errorf("%w: --name is required", ErrUsage)
 	}
-	pool, err := store.Open(ctx, cfg.DatabaseURL)
+	pool, err := store.Open(ctx, cfg.DatabaseURL, cfg.DBMaxConns)
 	if err != nil {
 		return err
 	}

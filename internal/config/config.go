@@ -39,6 +39,7 @@ func (r Rate) String() string { return fmt.Sprintf("%d/%s", r.Count, r.Window) }
 // Config is the whole configuration of one Latchkey process.
 type Config struct {
 	DatabaseURL string
+	DBMaxConns  int
 	NATSURL     string // empty: run nats-server embedded in the process
 	NATSListen  string // where the embedded nats-server listens
 	DataDir     string
@@ -116,6 +117,9 @@ func Settings() []Setting {
 		{Name: "DATABASE_URL", Default: "postgres://postgres@127.0.0.1:55432/latchkey?sslmode=disable", Secret: true,
 			Help: "PostgreSQL connection URL (the default is the private cluster of `make run`/`make test`).",
 			set:  func(c *Config, v string) error { c.DatabaseURL = v; return requireNonEmpty(v) }},
+		{Name: "DB_MAX_CONNS", Default: "16",
+			Help: "PostgreSQL connections per process. Workers handle events concurrently and the ingress serves many requests at once; pgx's own default (4) starves both.",
+			set:  func(c *Config, v string) (err error) { c.DBMaxConns, err = parseIntRange(v, 1, 1000); return }},
 		{Name: "NATS_URL", Default: "",
 			Help: "NATS server URLs, comma-separated. Empty runs nats-server with JetStream inside the process.",
 			set:  func(c *Config, v string) error { c.NATSURL = v; return nil }},
@@ -172,8 +176,8 @@ func Settings() []Setting {
 		{Name: "SMTP_URL", Default: "smtp://127.0.0.1:1025", Secret: true,
 			Help: "SMTP server: `smtp://[user:pass@]host:port` (STARTTLS when offered; `?starttls=required` to insist) or `smtps://` for implicit TLS.",
 			set:  func(c *Config, v string) (err error) { c.SMTPURL, err = parseSMTPURL(v); return }},
-		{Name: "SMTP_POOL", Default: "4",
-			Help: "Persistent SMTP connections per mailer process.",
+		{Name: "SMTP_POOL", Default: "8",
+			Help: "Persistent SMTP connections per mailer process; also how many emails it sends at once.",
 			set:  func(c *Config, v string) (err error) { c.SMTPPool, err = parseIntRange(v, 1, 256); return }},
 		{Name: "MAIL_FROM_NAME", Default: "Latchkey",
 			Help: "Sender name of every email (a per-domain override is possible).",

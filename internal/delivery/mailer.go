@@ -32,6 +32,11 @@ type MailerConfig struct {
 	// MaxAttempts is the consumer's MaxDeliver: the attempt that reaches it
 	// marks the delivery failed.
 	MaxAttempts int
+	// ClaimLease is how long a claimed delivery belongs to the worker that
+	// claimed it. A redelivered event finding it younger waits; older, its
+	// worker is taken to have died and the delivery is claimed again. Keep
+	// it above the consumer's ack wait plus the SMTP timeout.
+	ClaimLease time.Duration
 }
 
 // Mailer is the mailer worker's handler of mail.requested.
@@ -60,23 +65,27 @@ type MailOutcome struct {
 
 // Handle sends one delivery. The delivery row is the idempotency record: a
 // delivery already sent or failed is not sent again, however often its
-// event is redelivered. The link's token is minted here, at send time, in
-// the transaction that claims the attempt: it exists in clear only in this
-// process's memory and in the email, and a retry mints a fresh one (which
-// revokes the unsent one).
+// event is redelivered, and one being sent is left to the worker sending it.
+// The link's token is minted here, at send time, in the transaction that
+// claims the attempt: it exists in clear only in this process's memory and
+// in the email, and a retry mints a fresh one (which revokes the unsent one).
 func (m *Mailer) Handle(ctx context.Context, e events.Event) error {
 	var req MailRequested
 	if err := e.DecodeData(&req); err != nil {
 		return err
+	}
+	if req.DeliveryID == uuid.Nil {
+		return events.Permanent(errors.New("mail.requested without delivery_id"))
 	}
 	log := zerolog.Ctx(ctx).With().Str("delivery_id", req.DeliveryID.String()).Logger()
 	now := m.now()
 	var d store.Delivery
 	var u store.User
 	var token string
+	var skip string
 	err := m.store.InTx(ctx, func(tx pgx.Tx) error {
 		var err error
-		d, err = m.store.StartDeliveryAttempt(ctx, tx, req.DeliveryID, now)
+		d, err = m.store.StartDeliveryAttempt(ctx, tx, req.DeliveryID, now, now.Add(-m.cfg.ClaimLease))
 		if err != nil {
 			return err
 		}
@@ -87,8 +96,24 @@ func (m *Mailer) Handle(ctx context.Context, e events.Event) error {
 		if err != nil {
 			return err
 		}
+		if u.Status != "active" {
+			skip = "the account is disabled"
+			return nil
+		}
 		if d.TokenPurpose == nil {
 			return nil
+		}
+		if d.Attempts > 1 {
+			// Only the newest link of a user is valid: a late retry of an
+			// older email must not revoke the link of a newer one.
+			newer, err := m.store.NewerDeliveryExists(ctx, tx, d)
+			if err != nil {
+				return err
+			}
+			if newer {
+				skip = "a newer email of the same kind was requested"
+				return nil
+			}
 		}
 		var hash [32]byte
 		if token, hash, err = credential.NewToken(); err != nil {
@@ -98,27 +123,32 @@ func (m *Mailer) Handle(ctx context.Context, e events.Event) error {
 		return err
 	})
 	if errors.Is(err, store.ErrNotFound) {
-		// Finished already (sent, failed) or never recorded: nothing to do.
-		log.Debug().Msg("delivery already finished or unknown; not sending")
-		return nil
+		return m.notClaimed(ctx, req.DeliveryID)
 	}
 	if err != nil {
 		return err
+	}
+	if skip != "" {
+		log.Info().Str("reason", skip).Msg("delivery skipped")
+		return m.finish(ctx, d.ID, "skipped", skip, "")
 	}
 
 	msg, err := m.compose(d, u, token)
 	if err != nil {
 		return m.fail(ctx, d, events.Permanent(err))
 	}
-	sendErr := m.sender.Send(ctx, msg)
+	// The send is not cut short by the handler's deadline: interrupted after
+	// the data went out, it would be retried and arrive twice. The sender's
+	// own timeout bounds it.
+	sendErr := m.sender.Send(context.WithoutCancel(ctx), msg)
 	if sendErr == nil {
-		if err := m.store.FinishDelivery(ctx, d.ID, "sent", "", msg.MessageID, m.now()); err != nil {
-			// The mail left; a redelivery would find the row still "sending"
-			// and send again. Retrying the update is the lesser evil.
-			return err
+		// From here on the email is out: nothing may return an error that
+		// makes a redelivery send it again.
+		if err := m.finish(ctx, d.ID, "sent", "", msg.MessageID); err != nil {
+			log.Error().Err(err).Msg("email sent but not recorded as sent; its delivery stays claimed and is not resent")
 		}
 		meta := audit.Meta{ActorKind: audit.ActorSystem}
-		if err := audit.Record(ctx, m.store, nil, audit.MailSent, d.UserID, &u.DomainID, meta,
+		if err := audit.Record(context.WithoutCancel(ctx), m.store, nil, audit.MailSent, d.UserID, &u.DomainID, meta,
 			map[string]any{"delivery_id": d.ID, "template": d.Template, "attempts": d.Attempts}); err != nil {
 			log.Warn().Err(err).Msg("audit mail sent")
 		}
@@ -126,8 +156,11 @@ func (m *Mailer) Handle(ctx context.Context, e events.Event) error {
 		log.Info().Str("template", d.Template).Int("attempt", d.Attempts).Msg("mail sent")
 		return nil
 	}
-	if mailer.Temporary(sendErr) && d.Attempts < m.cfg.MaxAttempts {
-		if err := m.store.FinishDelivery(ctx, d.ID, "queued", sendErr.Error(), "", m.now()); err != nil {
+	attempt, maxAttempts := events.Attempt(ctx)
+	final := d.Attempts >= m.cfg.MaxAttempts || (maxAttempts > 0 && attempt >= maxAttempts)
+	if mailer.Temporary(sendErr) && !final {
+		if err := m.finish(ctx, d.ID, "queued", sendErr.Error(), ""); err != nil {
+			// Still claimed: the retry waits for the lease instead of racing.
 			log.Warn().Err(err).Msg("record failed attempt")
 		}
 		return fmt.Errorf("send delivery %s: %w", d.ID, sendErr)
@@ -135,13 +168,48 @@ func (m *Mailer) Handle(ctx context.Context, e events.Event) error {
 	return m.fail(ctx, d, events.Permanent(fmt.Errorf("send delivery %s: %w", d.ID, sendErr)))
 }
 
-// fail records a delivery that will not be sent and kills its link.
-func (m *Mailer) fail(ctx context.Context, d store.Delivery, cause error) error {
-	now := m.now()
-	if err := m.store.FinishDelivery(ctx, d.ID, "failed", cause.Error(), "", now); err != nil {
+// notClaimed decides what a mail.requested whose delivery could not be
+// claimed means: finished already (done), being sent by another worker (look
+// again after the lease), or unknown (never recorded: nothing can be sent).
+func (m *Mailer) notClaimed(ctx context.Context, id uuid.UUID) error {
+	d, err := m.store.Delivery(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return events.Permanent(fmt.Errorf("delivery %s does not exist", id))
+	}
+	if err != nil {
 		return err
 	}
-	if err := m.store.RevokeDeliveryToken(ctx, d.ID, now); err != nil {
+	if d.Status == "sending" {
+		return events.RetryAfter(fmt.Errorf("delivery %s is being sent by another worker", id), m.cfg.ClaimLease)
+	}
+	zerolog.Ctx(ctx).Debug().Str("delivery_id", id.String()).Str("status", d.Status).Msg("delivery already finished; not sending")
+	return nil
+}
+
+// finish records an attempt's outcome. It does not give up when the request
+// is cancelled or the database blips: after an SMTP 250 an unrecorded send
+// is worse than a slow one.
+func (m *Mailer) finish(ctx context.Context, id uuid.UUID, status, lastError, messageID string) error {
+	ctx = context.WithoutCancel(ctx)
+	var err error
+	for wait := 100 * time.Millisecond; wait <= 3200*time.Millisecond; wait *= 2 {
+		attemptCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err = m.store.FinishDelivery(attemptCtx, id, status, lastError, messageID, m.now())
+		cancel()
+		if err == nil {
+			return nil
+		}
+		time.Sleep(wait)
+	}
+	return err
+}
+
+// fail records a delivery that will not be sent and kills its link.
+func (m *Mailer) fail(ctx context.Context, d store.Delivery, cause error) error {
+	if err := m.finish(ctx, d.ID, "failed", cause.Error(), ""); err != nil {
+		return err
+	}
+	if err := m.store.RevokeDeliveryToken(context.WithoutCancel(ctx), d.ID, m.now()); err != nil {
 		return err
 	}
 	if err := audit.Record(ctx, m.store, nil, audit.MailFailed, d.UserID, nil, audit.Meta{ActorKind: audit.ActorSystem},
@@ -238,6 +306,9 @@ func (n *Notifier) Handle(ctx context.Context, e events.Event) error {
 	}
 	if err := e.DecodeData(&data); err != nil {
 		return err
+	}
+	if data.UserID == uuid.Nil {
+		return events.Permanent(errors.New("password.changed without user_id"))
 	}
 	u, err := n.store.UserWithDomain(ctx, nil, data.UserID)
 	if errors.Is(err, store.ErrNotFound) {

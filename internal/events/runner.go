@@ -107,14 +107,17 @@ func NewRunner(consumer jetstream.Consumer, handler Handler, deadLetters DeadLet
 	}
 }
 
-// Run handles events until ctx is cancelled, then stops pulling and lets the
-// events already received finish (bounded by ShutdownTimeout).
+// Run handles events until ctx is cancelled. It pulls a message only when a
+// worker slot is free, so no message waits in a buffer while its ack wait
+// runs out; on cancellation it stops taking messages at once (those not yet
+// started are redelivered) and lets started ones finish within
+// ShutdownTimeout.
 func (r *Runner) Run(ctx context.Context) error {
-	iter, err := r.consumer.Messages(jetstream.PullMaxMessages(r.cfg.Concurrency * 2))
+	iter, err := r.consumer.Messages(jetstream.PullMaxMessages(r.cfg.Concurrency))
 	if err != nil {
 		return fmt.Errorf("consume %s: %w", r.cfg.Consumer, err)
 	}
-	stop := context.AfterFunc(ctx, iter.Drain)
+	stop := context.AfterFunc(ctx, iter.Stop)
 	defer stop()
 
 	// In-flight work outlives ctx so a shutdown finishes what it started.
@@ -123,9 +126,15 @@ func (r *Runner) Run(ctx context.Context) error {
 	slots := make(chan struct{}, r.cfg.Concurrency)
 	var wg sync.WaitGroup
 	var runErr error
-	for {
+	for ctx.Err() == nil {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			continue
+		}
 		msg, err := iter.Next()
 		if err != nil {
+			<-slots
 			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
 				break
 			}
@@ -137,7 +146,6 @@ func (r *Runner) Run(ctx context.Context) error {
 			r.log.Warn().Err(err).Msg("pull from consumer")
 			continue
 		}
-		slots <- struct{}{}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -157,6 +165,15 @@ func (r *Runner) Run(ctx context.Context) error {
 	return runErr
 }
 
+type attemptKey struct{}
+
+// Attempt is the delivery count of the event a handler is working on (1 for
+// the first delivery), and the most attempts the runner will make.
+func Attempt(ctx context.Context) (attempt, maxAttempts int) {
+	a, _ := ctx.Value(attemptKey{}).([2]int)
+	return a[0], a[1]
+}
+
 func (r *Runner) handle(ctx context.Context, msg jetstream.Msg) {
 	meta, err := msg.Metadata()
 	if err != nil {
@@ -164,13 +181,18 @@ func (r *Runner) handle(ctx context.Context, msg jetstream.Msg) {
 		r.log.Error().Err(err).Msg("message without JetStream metadata")
 		return
 	}
+	// The message may have waited in the client's buffer; restart its ack
+	// wait so it cannot be redelivered to another worker while handled here
+	// (HandlerTimeout stays below the ack wait).
+	_ = msg.InProgress()
 	attempt := int(meta.NumDelivered)
 	log := r.log.With().Uint64("stream_seq", meta.Sequence.Stream).Int("attempt", attempt).Logger()
 
 	event, err := Decode(msg.Subject(), msg.Data())
 	if err == nil {
 		log = log.With().Str("event_id", event.ID).Str("event_type", event.Type).Logger()
-		hctx, cancel := context.WithTimeout(log.WithContext(ctx), r.cfg.HandlerTimeout)
+		hctx := context.WithValue(log.WithContext(ctx), attemptKey{}, [2]int{attempt, r.cfg.MaxDeliver})
+		hctx, cancel := context.WithTimeout(hctx, r.cfg.HandlerTimeout)
 		err = r.callHandler(hctx, event)
 		cancel()
 	}
@@ -179,8 +201,8 @@ func (r *Runner) handle(ctx context.Context, msg jetstream.Msg) {
 	case err == nil:
 		r.metrics.observe(r.cfg.Consumer, outcomeDone)
 		if ackErr := msg.Ack(); ackErr != nil {
-			// The effect is recorded idempotently, so a lost ack costs only a
-			// redelivery that the handler recognises.
+			// Handlers record their effect idempotently, so a lost ack costs
+			// only a redelivery that the handler recognises.
 			log.Warn().Err(ackErr).Msg("ack failed; the event will be redelivered")
 		}
 	case errors.Is(err, ErrPermanent) || errors.Is(err, ErrInvalidEvent):
@@ -222,8 +244,9 @@ func (r *Runner) deadLetter(ctx context.Context, log zerolog.Logger, msg jetstre
 	if d.EventID == "" {
 		d.EventID = msg.Headers().Get(jetstream.MsgIDHeader)
 	}
-	if err := r.deadLetters.InsertDeadLetter(ctx, d); err != nil {
-		// Never drop an event we could not record: try again later.
+	if err := r.recordDeadLetter(ctx, log, msg, meta, d); err != nil {
+		// Past MaxDeliver JetStream would not redeliver a nak'ed message, so
+		// the event would be lost; before that, a retry later is safe.
 		r.metrics.observe(r.cfg.Consumer, outcomeRetry)
 		log.Error().Err(err).Msg("record dead letter failed; will retry")
 		if nakErr := msg.NakWithDelay(r.cfg.RetryBase); nakErr != nil {
@@ -235,6 +258,27 @@ func (r *Runner) deadLetter(ctx context.Context, log zerolog.Logger, msg jetstre
 	log.Error().Err(cause).Msg("event dead-lettered")
 	if err := msg.TermWithReason(truncate(cause.Error(), 200)); err != nil {
 		log.Warn().Err(err).Msg("term failed; a redelivery will be dead-lettered again and de-duplicated")
+	}
+}
+
+// recordDeadLetter stores the dead letter. On the last delivery there is no
+// later retry to fall back on, so it keeps trying (keeping the message
+// alive with InProgress) until it succeeds or the process stops.
+func (r *Runner) recordDeadLetter(ctx context.Context, log zerolog.Logger, msg jetstream.Msg, meta *jetstream.MsgMetadata, d store.DeadLetter) error {
+	wait := r.cfg.RetryBase
+	for {
+		err := r.deadLetters.InsertDeadLetter(ctx, d)
+		if err == nil || int(meta.NumDelivered) < r.cfg.MaxDeliver || ctx.Err() != nil {
+			return err
+		}
+		log.Error().Err(err).Dur("retry_in", wait).Msg("record dead letter of the last attempt failed; retrying")
+		_ = msg.InProgress()
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 30*time.Second)
 	}
 }
 

@@ -639,3 +639,102 @@ func TestConcurrentEventsRespectTheAccountLimit(t *testing.T) {
 		t.Fatalf("%d emails, want exactly the limit of 2", n)
 	}
 }
+
+// mailRequestsInStream returns the mail.requested messages of the stream.
+func mailRequestsInStream(t *testing.T, s *apptest.Stack) []*jetstream.RawStreamMsg {
+	t.Helper()
+	ctx := context.Background()
+	info, err := s.App.Stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []*jetstream.RawStreamMsg
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
+		if m, err := s.App.Stream.GetMsg(ctx, seq); err == nil && m.Subject == "latchkey.mail.requested" {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func republish(t *testing.T, s *apptest.Stack, m *jetstream.RawStreamMsg, id string) {
+	t.Helper()
+	msg := nats.NewMsg(m.Subject)
+	msg.Data = m.Data
+	if _, err := s.App.JS.PublishMsg(context.Background(), msg, jetstream.WithMsgID(id)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDeliveryBeingSentIsNotClaimedTwice: a second mail.requested for a
+// delivery arrives while the first send is still in flight.
+func TestDeliveryBeingSentIsNotClaimedTwice(t *testing.T) {
+	s := start(t, nil)
+	u := createUser(t, s, "1001", "jason@example.com", "")
+	s.SMTP.SetDelay(1500 * time.Millisecond)
+	expectStatus(t, forgot(t, s, u.LoginName), 202)
+	var reqs []*jetstream.RawStreamMsg
+	deadline := time.Now().Add(10 * time.Second)
+	for len(reqs) == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+		reqs = mailRequestsInStream(t, s)
+	}
+	if len(reqs) != 1 {
+		t.Fatalf("%d mail requests", len(reqs))
+	}
+	time.Sleep(300 * time.Millisecond) // the first send is now waiting on the server
+	republish(t, s, reqs[0], "duplicate-during-send")
+	token := tokenFrom(t, parse(t, waitMail(t, s, 1)[0]))
+	time.Sleep(2 * time.Second)
+	if n := s.SMTP.Count(); n != 1 {
+		t.Fatalf("%d emails for one delivery", n)
+	}
+	expectStatus(t, s.Do(t, "POST", "/v1/tokens/inspect", map[string]string{"token": token}, ""), 200)
+}
+
+// TestSentButNotRecordedIsNotResent: the database refuses to record "sent"
+// once, after the SMTP server accepted the message.
+func TestSentButNotRecordedIsNotResent(t *testing.T) {
+	s := start(t, nil)
+	u := createUser(t, s, "1001", "jason@example.com", "")
+	ctx := context.Background()
+	for _, stmt := range []string{
+		`CREATE SEQUENCE fail_sent_once`,
+		`CREATE FUNCTION fail_sent_once() RETURNS trigger LANGUAGE plpgsql AS $$
+		 BEGIN
+		   IF NEW.status = 'sent' AND nextval('fail_sent_once') = 1 THEN RAISE EXCEPTION 'injected failure'; END IF;
+		   RETURN NEW;
+		 END $$`,
+		`CREATE TRIGGER fail_sent_once BEFORE UPDATE ON mail_deliveries FOR EACH ROW EXECUTE FUNCTION fail_sent_once()`,
+	} {
+		if _, err := s.DB.Pool.Exec(ctx, stmt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	expectStatus(t, forgot(t, s, u.LoginName), 202)
+	token := tokenFrom(t, parse(t, waitMail(t, s, 1)[0]))
+	waitConsumed(t, s, "mailer", 1)
+	time.Sleep(1500 * time.Millisecond)
+	if n := s.SMTP.Count(); n != 1 {
+		t.Fatalf("%d emails: a failed bookkeeping write resent the email", n)
+	}
+	expectStatus(t, reset(t, s, token, newPassword, newPassword), 200)
+}
+
+// TestSlowSMTPWithShortAckWaitSendsOnce: sends slower than the server's
+// patience with a small ack wait must not turn into redeliveries and resends.
+func TestSlowSMTPWithShortAckWaitSendsOnce(t *testing.T) {
+	s := start(t, map[string]string{"EVENT_ACK_WAIT": "2s", "SMTP_POOL": "4"})
+	const n = 16
+	for i := range n {
+		u := createUser(t, s, fmt.Sprint(2000+i), fmt.Sprintf("u%d@example.com", i), "")
+		expectStatus(t, forgot(t, s, u.LoginName), 202)
+	}
+	s.SMTP.SetDelay(700 * time.Millisecond)
+	waitMail(t, s, n)
+	waitConsumed(t, s, "mailer", n)
+	time.Sleep(2 * time.Second)
+	if got := s.SMTP.Count(); got != n {
+		t.Fatalf("%d emails for %d requests", got, n)
+	}
+}

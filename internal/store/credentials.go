@@ -243,14 +243,36 @@ func (s *Store) DeliveryByKey(ctx context.Context, tx pgx.Tx, key string) (Deliv
 	return deliveryFromRow(row), nil
 }
 
-// StartDeliveryAttempt claims a delivery for one sending attempt; ErrNotFound
-// when it is finished (sent, failed or skipped) or unknown.
-func (s *Store) StartDeliveryAttempt(ctx context.Context, tx pgx.Tx, id uuid.UUID, now time.Time) (Delivery, error) {
-	row, err := s.q.StartDeliveryAttempt(ctx, s.on(tx), dbsqlc.StartDeliveryAttemptParams{ID: id, Now: now})
+// StartDeliveryAttempt claims a delivery for one sending attempt: a queued
+// one, or one whose previous claim is older than staleBefore (its worker
+// died). ErrNotFound otherwise; Delivery then says why.
+func (s *Store) StartDeliveryAttempt(ctx context.Context, tx pgx.Tx, id uuid.UUID, now, staleBefore time.Time) (Delivery, error) {
+	row, err := s.q.StartDeliveryAttempt(ctx, s.on(tx), dbsqlc.StartDeliveryAttemptParams{ID: id, Now: now, StaleBefore: staleBefore})
 	if err != nil {
 		return Delivery{}, translate("start delivery attempt", err)
 	}
 	return deliveryFromRow(row), nil
+}
+
+// Delivery finds a delivery by id.
+func (s *Store) Delivery(ctx context.Context, id uuid.UUID) (Delivery, error) {
+	row, err := s.q.GetDelivery(ctx, s.pool, id)
+	if err != nil {
+		return Delivery{}, translate("get delivery", err)
+	}
+	return deliveryFromRow(row), nil
+}
+
+// NewerDeliveryExists reports whether the user has a delivery of the same
+// token purpose decided after d.
+func (s *Store) NewerDeliveryExists(ctx context.Context, tx pgx.Tx, d Delivery) (bool, error) {
+	if d.UserID == nil || d.TokenPurpose == nil {
+		return false, nil
+	}
+	ok, err := s.q.NewerDeliveryExists(ctx, s.on(tx), dbsqlc.NewerDeliveryExistsParams{
+		UserID: d.UserID, TokenPurpose: d.TokenPurpose, CreatedAt: d.CreatedAt,
+	})
+	return ok, translate("look for newer delivery", err)
 }
 
 // FinishDelivery records an attempt's outcome: status is queued (will retry),

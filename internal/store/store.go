@@ -39,12 +39,16 @@ func New(pool *pgxpool.Pool) *Store {
 	return &Store{pool: pool, q: dbsqlc.New()}
 }
 
-// Open connects a pool and checks that the database answers.
-func Open(ctx context.Context, databaseURL string) (*pgxpool.Pool, error) {
+// Open connects a pool of at most maxConns connections (0: pgx's default)
+// and checks that the database answers.
+func Open(ctx context.Context, databaseURL string, maxConns int) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(databaseURL)
 	if err != nil {
 		// The parse error can echo the URL, password included.
 		return nil, errors.New("parse database URL: invalid connection string")
+	}
+	if maxConns > 0 {
+		cfg.MaxConns = int32(maxConns)
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

@@ -218,21 +218,45 @@ func (q *Queries) ListDeliveriesByUser(ctx context.Context, db DBTX, arg ListDel
 	return items, nil
 }
 
+const newerDeliveryExists = `-- name: NewerDeliveryExists :one
+SELECT EXISTS (
+    SELECT 1 FROM mail_deliveries
+    WHERE user_id = $1 AND token_purpose = $2 AND created_at > $3
+      AND status IN ('queued', 'sending', 'sent')
+)
+`
+
+type NewerDeliveryExistsParams struct {
+	UserID       *uuid.UUID
+	TokenPurpose *string
+	CreatedAt    time.Time
+}
+
+// A retry of an older delivery must not revoke the link of a newer one.
+func (q *Queries) NewerDeliveryExists(ctx context.Context, db DBTX, arg NewerDeliveryExistsParams) (bool, error) {
+	row := db.QueryRow(ctx, newerDeliveryExists, arg.UserID, arg.TokenPurpose, arg.CreatedAt)
+	var exists bool
+	err := row.Scan(&exists)
+	return exists, err
+}
+
 const startDeliveryAttempt = `-- name: StartDeliveryAttempt :one
 UPDATE mail_deliveries SET status = 'sending', attempts = attempts + 1, updated_at = $1::timestamptz
-WHERE id = $2 AND status IN ('queued', 'sending')
+WHERE id = $2 AND (status = 'queued' OR (status = 'sending' AND updated_at < $3::timestamptz))
 RETURNING id, idempotency_key, user_id, template, locale, recipient, status, attempts, last_error, smtp_message_id, created_at, updated_at, sent_at, token_purpose, token_ttl_seconds, source_event_id
 `
 
 type StartDeliveryAttemptParams struct {
-	Now time.Time
-	ID  uuid.UUID
+	Now         time.Time
+	ID          uuid.UUID
+	StaleBefore time.Time
 }
 
-// Claims a delivery for one attempt. A delivery already sent, failed or
-// skipped returns no row, so a redelivered mail.requested sends nothing.
+// Claims a delivery for one attempt: a queued one, or one left "sending" by
+// a worker that died (its claim older than stale_before). A delivery sent,
+// failed, skipped, or being sent right now returns no row.
 func (q *Queries) StartDeliveryAttempt(ctx context.Context, db DBTX, arg StartDeliveryAttemptParams) (MailDelivery, error) {
-	row := db.QueryRow(ctx, startDeliveryAttempt, arg.Now, arg.ID)
+	row := db.QueryRow(ctx, startDeliveryAttempt, arg.Now, arg.ID, arg.StaleBefore)
 	var i MailDelivery
 	err := row.Scan(
 		&i.ID,

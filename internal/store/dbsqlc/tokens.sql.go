@@ -44,7 +44,7 @@ const getLiveToken = `-- name: GetLiveToken :one
 SELECT t.id, t.user_id, t.purpose, t.expires_at, u.login_name
 FROM tokens t JOIN users u ON u.id = t.user_id
 WHERE t.token_hash = $1 AND t.purpose = ANY($2::text[])
-  AND t.consumed_at IS NULL AND t.revoked_at IS NULL AND t.expires_at > $3
+  AND t.consumed_at IS NULL AND t.revoked_at IS NULL AND t.expires_at > $3 AND u.status = 'active'
 `
 
 type GetLiveTokenParams struct {
