@@ -13,3 +13,6 @@ WHERE published_at IS NULL AND created_at < @older_than
 ORDER BY created_at
 LIMIT @max_rows
 FOR UPDATE SKIP LOCKED;
+
+-- name: PruneOutbox :execrows
+DELETE FROM outbox WHERE published_at < @before;

@@ -51,13 +51,24 @@ WHERE id = @id;
 -- name: UpdatePasswordHash :exec
 UPDATE users SET password_hash = @password_hash, updated_at = @now::timestamptz WHERE id = @id AND password_hash = @old_hash;
 
+-- A failure after an expired lock starts a new count, so one wrong guess
+-- does not re-lock the account; just_locked is true for the failure that
+-- locks it, once per lock.
 -- name: RecordLoginFailure :one
-UPDATE users
-SET failed_logins = failed_logins + 1,
-    locked_until = CASE WHEN failed_logins + 1 >= @threshold::integer THEN @locked_until::timestamptz ELSE locked_until END,
+WITH prev AS (
+    SELECT users.id AS user_id,
+           CASE WHEN users.locked_until IS NOT NULL AND users.locked_until <= @now::timestamptz THEN 0 ELSE users.failed_logins END AS failures
+    FROM users WHERE users.id = @id FOR UPDATE
+)
+UPDATE users u
+SET failed_logins = prev.failures + 1,
+    locked_until = CASE WHEN prev.failures + 1 >= @threshold::integer THEN @locked_until::timestamptz
+                        WHEN u.locked_until <= @now::timestamptz THEN NULL
+                        ELSE u.locked_until END,
     updated_at = @now::timestamptz
-WHERE id = @id
-RETURNING failed_logins, locked_until;
+FROM prev
+WHERE u.id = prev.user_id
+RETURNING u.failed_logins, u.locked_until, (prev.failures + 1 = @threshold::integer) AS just_locked;
 
 -- name: RecordLoginSuccess :exec
 UPDATE users SET failed_logins = 0, locked_until = NULL WHERE id = @id AND (failed_logins <> 0 OR locked_until IS NOT NULL);

@@ -157,7 +157,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) error {
 	if errs := append(required("login_name", in.LoginName), required("secret", in.Secret)...); len(errs) > 0 {
 		return problem.Validation(errs)
 	}
-	if len(in.LoginName) > 254 || len(in.Secret) > 1024 {
+	if _, ok := recovery.CleanIdentifier(in.LoginName); !ok || len(in.Secret) > 1024 {
 		return login.ErrInvalidCredentials
 	}
 	if err := s.allowAddress(r, "login"); err != nil {
@@ -218,7 +218,11 @@ func (s *Server) me(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) logout(w http.ResponseWriter, r *http.Request) error {
-	if err := s.deps.Sessions.End(r.Context(), sessionOf(r.Context()).token); err != nil {
+	sess := sessionOf(r.Context())
+	if err := s.deps.Sessions.End(r.Context(), sess.token); err != nil {
+		return err
+	}
+	if err := audit.Record(r.Context(), s.deps.Store, nil, audit.SessionEnded, &sess.UserID, nil, metaOf(r, audit.ActorSelf, ""), nil); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)

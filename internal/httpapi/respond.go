@@ -37,6 +37,8 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		p = newProblem(http.StatusForbidden, "forbidden", "This admin key is limited to another domain.")
 	case errors.Is(err, store.ErrNotFound):
 		p = newProblem(http.StatusNotFound, "not_found", "The resource does not exist.")
+	case errors.Is(err, store.ErrInvalidInput):
+		p = newProblem(http.StatusBadRequest, "invalid_input", "A value in the request cannot be stored or searched (for example, it contains a NUL character).")
 	case errors.Is(err, store.ErrConflict):
 		p = newProblem(http.StatusConflict, "conflict", "The resource already exists.")
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:

@@ -109,17 +109,18 @@ func (s *Service) Login(ctx context.Context, loginName, secret string, meta audi
 
 func (s *Service) fail(ctx context.Context, u store.User, meta audit.Meta, reason string) error {
 	now := s.now()
-	failures, lockedUntil, err := s.store.RecordLoginFailure(ctx, u.ID, s.cfg.LockoutThreshold, now.Add(s.cfg.LockoutDuration), now)
+	until := now.Add(s.cfg.LockoutDuration)
+	f, err := s.store.RecordLoginFailure(ctx, u.ID, s.cfg.LockoutThreshold, until, now)
 	if err != nil {
 		return err
 	}
 	if err := audit.Record(ctx, s.store, nil, audit.LoginFailed, &u.ID, &u.DomainID, meta,
-		map[string]any{"reason": reason, "failures": failures}); err != nil {
+		map[string]any{"reason": reason, "failures": f.Failures}); err != nil {
 		return err
 	}
-	if lockedUntil != nil && lockedUntil.After(now) && failures == s.cfg.LockoutThreshold {
+	if f.JustLocked {
 		if err := audit.Record(ctx, s.store, nil, audit.AccountLocked, &u.ID, &u.DomainID, meta,
-			map[string]any{"until": lockedUntil.UTC()}); err != nil {
+			map[string]any{"until": until.UTC()}); err != nil {
 			return err
 		}
 	}

@@ -56,11 +56,12 @@ func (o *Outbox) Publish(ctx context.Context, evs ...events.Event) {
 }
 
 // Relay re-publishes events left unpublished for longer than grace, every
-// interval, until ctx ends. Any number of processes may relay at once: each
-// row is claimed by one of them.
+// interval, until ctx ends, and prunes what was published a day ago. Any
+// number of processes may relay at once: each row is claimed by one of them.
 func (o *Outbox) Relay(ctx context.Context, interval, grace time.Duration) error {
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
+	lastPrune := time.Time{}
 	for {
 		select {
 		case <-ctx.Done():
@@ -72,31 +73,46 @@ func (o *Outbox) Relay(ctx context.Context, interval, grace time.Duration) error
 		} else if n > 0 {
 			o.log.Info().Int("events", n).Msg("outbox relay published stale events")
 		}
+		if time.Since(lastPrune) > time.Hour {
+			lastPrune = time.Now()
+			if _, err := o.store.PruneOutbox(ctx, time.Now().Add(-24*time.Hour)); err != nil {
+				o.log.Warn().Err(err).Msg("prune outbox")
+			}
+		}
 	}
 }
 
-// RelayOnce publishes up to one batch of events queued before olderThan.
+// RelayOnce publishes up to 100 events queued before olderThan, each in its
+// own transaction, so one that cannot be published holds up no other.
 func (o *Outbox) RelayOnce(ctx context.Context, olderThan time.Time) (int, error) {
 	published := 0
-	err := o.store.InTx(ctx, func(tx pgx.Tx) error {
-		rows, err := o.store.ClaimStaleOutbox(ctx, tx, olderThan, 100)
-		if err != nil {
-			return err
-		}
-		for _, r := range rows {
+	for published < 100 {
+		var claimed bool
+		err := o.store.InTx(ctx, func(tx pgx.Tx) error {
+			rows, err := o.store.ClaimStaleOutbox(ctx, tx, olderThan, 1)
+			if err != nil || len(rows) == 0 {
+				return err
+			}
+			claimed = true
+			r := rows[0]
 			e, err := events.Decode(r.Subject, r.Payload)
 			if err != nil {
-				return fmt.Errorf("outbox event %s: %w", r.EventID, err)
+				// It can never be published; retrying would block the relay.
+				o.log.Error().Err(err).Str("event_id", r.EventID).Msg("outbox event is malformed; set aside")
+				return o.store.MarkOutboxPublished(ctx, tx, r.EventID)
 			}
 			if _, err := o.publisher.Publish(ctx, e); err != nil {
 				return err
 			}
-			if err := o.store.MarkOutboxPublished(ctx, tx, r.EventID); err != nil {
-				return err
-			}
-			published++
+			return o.store.MarkOutboxPublished(ctx, tx, r.EventID)
+		})
+		if err != nil {
+			return published, err
 		}
-		return nil
-	})
-	return published, err
+		if !claimed {
+			return published, nil
+		}
+		published++
+	}
+	return published, nil
 }

@@ -738,3 +738,40 @@ func TestSlowSMTPWithShortAckWaitSendsOnce(t *testing.T) {
 		t.Fatalf("%d emails for %d requests", got, n)
 	}
 }
+
+// TestExpiredLockStartsANewCount: after a lock expires, one wrong password
+// must not lock the account again, and each lock is audited.
+func TestExpiredLockStartsANewCount(t *testing.T) {
+	s := start(t, map[string]string{"LOCKOUT_THRESHOLD": "3"})
+	u := createUser(t, s, "1001", "jason@example.com", "")
+	for range 3 {
+		login(t, s, u.LoginName, "wrong passphrase")
+	}
+	expectStatus(t, login(t, s, u.LoginName, oldPassword), 423)
+	s.Clock.Advance(16 * time.Minute)
+	expectStatus(t, login(t, s, u.LoginName, "wrong passphrase"), 401)
+	expectStatus(t, login(t, s, u.LoginName, oldPassword), 200)
+	for range 3 {
+		login(t, s, u.LoginName, "wrong passphrase")
+	}
+	expectStatus(t, login(t, s, u.LoginName, oldPassword), 423)
+	var locks int
+	if err := s.DB.Pool.QueryRow(context.Background(), "SELECT count(*) FROM audit_events WHERE kind = 'account.locked'").Scan(&locks); err != nil || locks != 2 {
+		t.Fatalf("two locks audited %d times (%v)", locks, err)
+	}
+}
+
+func TestControlCharactersAreRefusedNot500(t *testing.T) {
+	s := start(t, nil)
+	for _, body := range []string{`{"login_name":"a\u0000b","secret":"x"}`, `{"login_name":"a\nb","secret":"x"}`} {
+		if r := s.Do(t, "POST", "/v1/login", body, ""); r.Status != 401 {
+			t.Errorf("login %s: %d %s", body, r.Status, r.Body)
+		}
+	}
+	if r := s.Admin(t, "GET", "/v1/admin/users?domain=a%00b", nil); r.Status != 400 && r.Status != 404 {
+		t.Errorf("domain with NUL: %d %s", r.Status, r.Body)
+	}
+	if r := s.Do(t, "POST", "/v1/password/forgot", `{"identifier":"a\u0000b"}`, ""); r.Status != 422 {
+		t.Errorf("forgot with NUL: %d %s", r.Status, r.Body)
+	}
+}

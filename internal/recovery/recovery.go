@@ -143,8 +143,8 @@ func (s *Service) Resolve(ctx context.Context, identifier string) (store.User, e
 // Forgot handles POST /v1/password/forgot for an identifier already checked
 // by CleanIdentifier. In explicit mode it says when the account is unknown or
 // ambiguous; in uniform mode it does no lookup at all, so known and unknown
-// identifiers cost the same, and the worker resolves the identifier.
-// accountKey returns the key for per-account rate limiting.
+// identifiers cost the same, and the worker resolves the identifier. allow
+// applies the per-account rate limit to the account's (or identifier's) key.
 func (s *Service) Forgot(ctx context.Context, identifier string, meta audit.Meta, allow func(accountKey string) error) error {
 	data := ResetRequested{Meta: meta}
 	key := "id:" + strings.ToLower(identifier)
@@ -205,9 +205,12 @@ func (s *Service) HandleResetRequested(ctx context.Context, e events.Event) erro
 		u, err = s.Resolve(ctx, data.Identifier)
 	}
 	var p *problem.Problem
+	if err == nil && u.Status != "active" {
+		err = store.ErrNotFound
+	}
 	if errors.Is(err, store.ErrNotFound) || errors.As(err, &p) {
-		// Unknown or ambiguous: nothing to send. The audit trail keeps the
-		// attempt without the identifier, which may be someone's email.
+		// Unknown, ambiguous or disabled: nothing to send. The audit trail
+		// keeps the attempt without the identifier, which may be an email.
 		log.Info().Msg("reset request names no single account; nothing sent")
 		return audit.Record(ctx, s.store, nil, audit.ResetUnresolved, nil, nil, data.Meta, nil)
 	}

@@ -57,16 +57,24 @@ func (s *Store) RehashPassword(ctx context.Context, userID uuid.UUID, oldHash, n
 	return translate("rehash password", err)
 }
 
-// RecordLoginFailure counts a failed login and locks the account once the
-// count reaches threshold. It returns the lock's end, nil when not locked.
-func (s *Store) RecordLoginFailure(ctx context.Context, userID uuid.UUID, threshold int, lockedUntil, now time.Time) (int, *time.Time, error) {
+// LoginFailure is what one failed login did to the account.
+type LoginFailure struct {
+	Failures int
+	// JustLocked is true for the failure that locked the account.
+	JustLocked bool
+}
+
+// RecordLoginFailure counts a failed login and locks the account until
+// lockedUntil once the count reaches threshold; a failure after an expired
+// lock starts a new count.
+func (s *Store) RecordLoginFailure(ctx context.Context, userID uuid.UUID, threshold int, lockedUntil, now time.Time) (LoginFailure, error) {
 	row, err := s.q.RecordLoginFailure(ctx, s.pool, dbsqlc.RecordLoginFailureParams{
 		ID: userID, Threshold: int32(threshold), LockedUntil: lockedUntil, Now: now,
 	})
 	if err != nil {
-		return 0, nil, translate("record login failure", err)
+		return LoginFailure{}, translate("record login failure", err)
 	}
-	return int(row.FailedLogins), row.LockedUntil, nil
+	return LoginFailure{Failures: int(row.FailedLogins), JustLocked: row.JustLocked}, nil
 }
 
 // RecordLoginSuccess resets the failure count.
@@ -346,4 +354,10 @@ func (s *Store) ClaimStaleOutbox(ctx context.Context, tx pgx.Tx, olderThan time.
 		out[i] = OutboxEvent{EventID: r.EventID, Subject: r.Subject, Payload: r.Payload}
 	}
 	return out, nil
+}
+
+// PruneOutbox deletes events published before before.
+func (s *Store) PruneOutbox(ctx context.Context, before time.Time) (int64, error) {
+	n, err := s.q.PruneOutbox(ctx, s.pool, &before)
+	return n, translate("prune outbox", err)
 }

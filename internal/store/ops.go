@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"github.com/google/uuid"
@@ -83,20 +82,6 @@ func (s *Store) ListDeadLetters(ctx context.Context, before *time.Time, limit in
 		}
 	}
 	return out, nil
-}
-
-// MarkEventProcessed records, inside tx, that consumer applied eventID. It
-// reports false when the event had been applied before, so the caller skips
-// the effect: the record and the effect commit together or not at all.
-func (s *Store) MarkEventProcessed(ctx context.Context, tx pgx.Tx, consumer, eventID string) (bool, error) {
-	_, err := s.q.MarkEventProcessed(ctx, tx, dbsqlc.MarkEventProcessedParams{Consumer: consumer, EventID: eventID})
-	if err != nil {
-		if errors.Is(err, pgx.ErrNoRows) {
-			return false, nil
-		}
-		return false, translate("mark event processed", err)
-	}
-	return true, nil
 }
 
 // AuditEvent is one credential event for the audit trail. It never carries a

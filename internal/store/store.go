@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -20,6 +21,9 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrConflict means a uniqueness rule was broken; ConflictError says which.
 	ErrConflict = errors.New("conflict")
+	// ErrInvalidInput means PostgreSQL refused a value as data (a NUL byte
+	// in text, say): the caller's input, not the database, is at fault.
+	ErrInvalidInput = errors.New("invalid input value")
 )
 
 // ConflictError names the unique constraint a write broke.
@@ -91,6 +95,9 @@ func translate(op string, err error) error {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "23505" {
 		return fmt.Errorf("%s: %w", op, &ConflictError{Constraint: pgErr.ConstraintName})
+	}
+	if errors.As(err, &pgErr) && strings.HasPrefix(pgErr.Code, "22") {
+		return fmt.Errorf("%s: %w: %w", op, ErrInvalidInput, err)
 	}
 	return fmt.Errorf("%s: %w", op, err)
 }

@@ -75,3 +75,15 @@ func (q *Queries) MarkOutboxPublished(ctx context.Context, db DBTX, eventID stri
 	_, err := db.Exec(ctx, markOutboxPublished, eventID)
 	return err
 }
+
+const pruneOutbox = `-- name: PruneOutbox :execrows
+DELETE FROM outbox WHERE published_at < $1
+`
+
+func (q *Queries) PruneOutbox(ctx context.Context, db DBTX, before *time.Time) (int64, error) {
+	result, err := db.Exec(ctx, pruneOutbox, before)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}

@@ -319,12 +319,20 @@ func (q *Queries) LockUser(ctx context.Context, db DBTX, id uuid.UUID) error {
 }
 
 const recordLoginFailure = `-- name: RecordLoginFailure :one
-UPDATE users
-SET failed_logins = failed_logins + 1,
-    locked_until = CASE WHEN failed_logins + 1 >= $1::integer THEN $2::timestamptz ELSE locked_until END,
+WITH prev AS (
+    SELECT users.id AS user_id,
+           CASE WHEN users.locked_until IS NOT NULL AND users.locked_until <= $3::timestamptz THEN 0 ELSE users.failed_logins END AS failures
+    FROM users WHERE users.id = $4 FOR UPDATE
+)
+UPDATE users u
+SET failed_logins = prev.failures + 1,
+    locked_until = CASE WHEN prev.failures + 1 >= $1::integer THEN $2::timestamptz
+                        WHEN u.locked_until <= $3::timestamptz THEN NULL
+                        ELSE u.locked_until END,
     updated_at = $3::timestamptz
-WHERE id = $4
-RETURNING failed_logins, locked_until
+FROM prev
+WHERE u.id = prev.user_id
+RETURNING u.failed_logins, u.locked_until, (prev.failures + 1 = $1::integer) AS just_locked
 `
 
 type RecordLoginFailureParams struct {
@@ -337,8 +345,12 @@ type RecordLoginFailureParams struct {
 type RecordLoginFailureRow struct {
 	FailedLogins int32
 	LockedUntil  *time.Time
+	JustLocked   bool
 }
 
+// A failure after an expired lock starts a new count, so one wrong guess
+// does not re-lock the account; just_locked is true for the failure that
+// locks it, once per lock.
 func (q *Queries) RecordLoginFailure(ctx context.Context, db DBTX, arg RecordLoginFailureParams) (RecordLoginFailureRow, error) {
 	row := db.QueryRow(ctx, recordLoginFailure,
 		arg.Threshold,
@@ -347,7 +359,7 @@ func (q *Queries) RecordLoginFailure(ctx context.Context, db DBTX, arg RecordLog
 		arg.ID,
 	)
 	var i RecordLoginFailureRow
-	err := row.Scan(&i.FailedLogins, &i.LockedUntil)
+	err := row.Scan(&i.FailedLogins, &i.LockedUntil, &i.JustLocked)
 	return i, err
 }
 
