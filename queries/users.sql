@@ -77,7 +77,11 @@ UPDATE users SET failed_logins = 0, locked_until = NULL WHERE id = @id AND (fail
 UPDATE users SET failed_logins = 0, locked_until = NULL, updated_at = @now::timestamptz
 WHERE id = @id AND locked_until IS NOT NULL;
 
--- Serialises the decisions about one user (e.g. whether a request is over the
--- per-account limit) across worker processes.
--- name: LockUser :exec
-SELECT 1 FROM users WHERE id = @id FOR UPDATE;
+
+-- Locks the user for the rest of the transaction and reads it: the
+-- decisions made under the lock see every decision made before it.
+-- name: LockUserWithDomain :one
+SELECT sqlc.embed(u), d.name AS domain_name
+FROM users u JOIN domains d ON d.id = u.domain_id
+WHERE u.id = @id
+FOR UPDATE OF u;

@@ -85,14 +85,9 @@ func (m *Mailer) Handle(ctx context.Context, e events.Event) error {
 	var skip string
 	err := m.store.InTx(ctx, func(tx pgx.Tx) error {
 		var err error
-		d, err = m.store.StartDeliveryAttempt(ctx, tx, req.DeliveryID, now, now.Add(-m.cfg.ClaimLease))
-		if err != nil {
-			return err
-		}
-		if d.UserID == nil {
-			return events.Permanent(errors.New("delivery has no user"))
-		}
-		u, err = m.store.UserWithDomain(ctx, tx, *d.UserID)
+		// A delivery whose user was deleted has no row to join: it is not
+		// claimed and notClaimed finds out why.
+		d, u, err = m.store.ClaimDelivery(ctx, tx, req.DeliveryID, now, now.Add(-m.cfg.ClaimLease))
 		if err != nil {
 			return err
 		}
@@ -144,13 +139,8 @@ func (m *Mailer) Handle(ctx context.Context, e events.Event) error {
 	if sendErr == nil {
 		// From here on the email is out: nothing may return an error that
 		// makes a redelivery send it again.
-		if err := m.finish(ctx, d.ID, "sent", "", msg.MessageID); err != nil {
+		if err := m.finishAudited(ctx, d.ID, "sent", "", msg.MessageID, audit.MailSent, &u.DomainID); err != nil {
 			log.Error().Err(err).Msg("email sent but not recorded as sent; its delivery stays claimed and is not resent")
-		}
-		meta := audit.Meta{ActorKind: audit.ActorSystem}
-		if err := audit.Record(context.WithoutCancel(ctx), m.store, nil, audit.MailSent, d.UserID, &u.DomainID, meta,
-			map[string]any{"delivery_id": d.ID, "template": d.Template, "attempts": d.Attempts}); err != nil {
-			log.Warn().Err(err).Msg("audit mail sent")
 		}
 		m.publishOutcome(ctx, events.TypeMailDelivered, d, "")
 		log.Info().Str("template", d.Template).Int("attempt", d.Attempts).Msg("mail sent")
@@ -186,15 +176,30 @@ func (m *Mailer) notClaimed(ctx context.Context, id uuid.UUID) error {
 	return nil
 }
 
-// finish records an attempt's outcome. It does not give up when the request
-// is cancelled or the database blips: after an SMTP 250 an unrecorded send
-// is worse than a slow one.
+// finish records an attempt's outcome that needs no audit event (queued
+// for a retry, skipped).
 func (m *Mailer) finish(ctx context.Context, id uuid.UUID, status, lastError, messageID string) error {
+	return persist(ctx, func(ctx context.Context) error {
+		return m.store.FinishDelivery(ctx, id, status, lastError, messageID, m.now())
+	})
+}
+
+// finishAudited records a final outcome with its audit event.
+func (m *Mailer) finishAudited(ctx context.Context, id uuid.UUID, status, lastError, messageID, auditKind string, domainID *uuid.UUID) error {
+	return persist(ctx, func(ctx context.Context) error {
+		return m.store.FinishDeliveryAudited(ctx, id, status, lastError, messageID, auditKind, domainID, m.now())
+	})
+}
+
+// persist runs write without giving up when the request is cancelled or the
+// database blips: after an SMTP 250 an unrecorded send is worse than a slow
+// one.
+func persist(ctx context.Context, write func(context.Context) error) error {
 	ctx = context.WithoutCancel(ctx)
 	var err error
 	for wait := 100 * time.Millisecond; wait <= 3200*time.Millisecond; wait *= 2 {
 		attemptCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err = m.store.FinishDelivery(attemptCtx, id, status, lastError, messageID, m.now())
+		err = write(attemptCtx)
 		cancel()
 		if err == nil {
 			return nil
@@ -206,15 +211,11 @@ func (m *Mailer) finish(ctx context.Context, id uuid.UUID, status, lastError, me
 
 // fail records a delivery that will not be sent and kills its link.
 func (m *Mailer) fail(ctx context.Context, d store.Delivery, cause error) error {
-	if err := m.finish(ctx, d.ID, "failed", cause.Error(), ""); err != nil {
+	if err := m.finishAudited(ctx, d.ID, "failed", cause.Error(), "", audit.MailFailed, nil); err != nil {
 		return err
 	}
 	if err := m.store.RevokeDeliveryToken(context.WithoutCancel(ctx), d.ID, m.now()); err != nil {
 		return err
-	}
-	if err := audit.Record(ctx, m.store, nil, audit.MailFailed, d.UserID, nil, audit.Meta{ActorKind: audit.ActorSystem},
-		map[string]any{"delivery_id": d.ID, "template": d.Template, "error": cause.Error()}); err != nil {
-		zerolog.Ctx(ctx).Warn().Err(err).Msg("audit mail failed")
 	}
 	m.publishOutcome(ctx, events.TypeMailFailed, d, cause.Error())
 	return cause

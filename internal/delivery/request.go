@@ -48,13 +48,18 @@ func (r *Requester) Record(ctx context.Context, tx pgx.Tx, d store.NewDelivery) 
 // from the delivery, so publishing again (after a crash, on redelivery) is
 // de-duplicated by JetStream, and by the delivery's status past its window.
 func (r *Requester) Publish(ctx context.Context, d store.Delivery) error {
-	e, err := events.New(Source, events.TypeMailRequested, d.ID.String(), MailRequested{DeliveryID: d.ID}, r.now())
+	return r.PublishID(ctx, d.ID)
+}
+
+// PublishID is Publish for a delivery known by id.
+func (r *Requester) PublishID(ctx context.Context, id uuid.UUID) error {
+	e, err := events.New(Source, events.TypeMailRequested, id.String(), MailRequested{DeliveryID: id}, r.now())
 	if err != nil {
 		return err
 	}
-	e.ID = "mail.requested:" + d.ID.String()
+	e.ID = "mail.requested:" + id.String()
 	if _, err := r.publisher.Publish(ctx, e); err != nil {
-		return fmt.Errorf("request mail for delivery %s: %w", d.ID, err)
+		return fmt.Errorf("request mail for delivery %s: %w", id, err)
 	}
 	return nil
 }

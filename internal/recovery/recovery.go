@@ -197,63 +197,37 @@ func (s *Service) HandleResetRequested(ctx context.Context, e events.Event) erro
 		return events.Permanent(errors.New("reset.requested needs exactly one of user_id and identifier"))
 	}
 	log := zerolog.Ctx(ctx)
-	var u store.User
-	var err error
-	if data.UserID != nil {
-		u, err = s.store.UserWithDomain(ctx, nil, *data.UserID)
-	} else {
-		u, err = s.Resolve(ctx, data.Identifier)
-	}
-	var p *problem.Problem
-	if err == nil && u.Status != "active" {
-		err = store.ErrNotFound
-	}
-	if errors.Is(err, store.ErrNotFound) || errors.As(err, &p) {
-		// Unknown, ambiguous or disabled: nothing to send. The audit trail
-		// keeps the attempt without the identifier, which may be an email.
-		log.Info().Msg("reset request names no single account; nothing sent")
-		return audit.Record(ctx, s.store, nil, audit.ResetUnresolved, nil, nil, data.Meta, nil)
-	}
-	if err != nil {
-		return err
-	}
-
-	var d store.Delivery
-	err = s.store.InTx(ctx, func(tx pgx.Tx) error {
-		// One decision per user at a time, across every worker process: the
-		// limit check below must see the deliveries decided before it.
-		if err := s.store.LockUser(ctx, tx, u.ID); err != nil {
-			return err
-		}
-		key := "reset:" + e.ID
-		now := s.now()
-		existing, err := s.store.DeliveryByKey(ctx, tx, key)
-		if err == nil {
-			d = existing // a redelivered event: only publish again
-			return nil
-		}
-		if !errors.Is(err, store.ErrNotFound) {
-			return err
-		}
-		recent, err := s.store.CountRecentDeliveries(ctx, tx, u.ID, mailtmpl.PasswordReset, now.Add(-s.cfg.RateLimitPerAccount.Window))
+	userID := data.UserID
+	if userID == nil {
+		u, err := s.Resolve(ctx, data.Identifier)
 		if err != nil {
+			return s.unresolved(ctx, err, data.Meta)
+		}
+		userID = &u.ID
+	}
+	var u store.User
+	var decision store.Decision
+	err := s.store.InTx(ctx, func(tx pgx.Tx) error {
+		// One decision per user at a time, across every worker process: the
+		// limit check must see the deliveries decided before it.
+		var err error
+		if u, err = s.store.LockUserWithDomain(ctx, tx, *userID); err != nil {
 			return err
 		}
-		nd := store.NewDelivery{
-			IdempotencyKey: key, UserID: u.ID, Template: mailtmpl.PasswordReset, Locale: u.Locale,
+		if u.Status != "active" {
+			return store.ErrNotFound
+		}
+		now := s.now()
+		decision, err = s.store.DecideDelivery(ctx, tx, store.NewDelivery{
+			IdempotencyKey: "reset:" + e.ID, UserID: u.ID, Template: mailtmpl.PasswordReset, Locale: u.Locale,
 			Recipient: u.Email, TokenPurpose: PurposeReset, TokenTTL: s.cfg.ResetTTL, SourceEventID: e.ID,
+		}, now.Add(-s.cfg.RateLimitPerAccount.Window), s.cfg.RateLimitPerAccount.Count, now)
+		if err != nil || !decision.Created {
+			return err // a redelivered event: only publish again
 		}
-		if recent >= s.cfg.RateLimitPerAccount.Count {
-			// Recorded as skipped so a redelivery finds the same decision.
-			nd.Status = "skipped"
-			if d, _, err = s.requester.Record(ctx, tx, nd); err != nil {
-				return err
-			}
+		if decision.Status == "skipped" {
 			return audit.Record(ctx, s.store, tx, audit.ResetSuppressed, &u.ID, &u.DomainID, data.Meta,
-				map[string]any{"event_id": e.ID, "recent": recent})
-		}
-		if d, _, err = s.requester.Record(ctx, tx, nd); err != nil {
-			return err
+				map[string]any{"event_id": e.ID})
 		}
 		if s.cfg.UnlockOnReset {
 			unlocked, err := s.store.UnlockUser(ctx, tx, u.ID, now)
@@ -267,16 +241,31 @@ func (s *Service) HandleResetRequested(ctx context.Context, e events.Event) erro
 			}
 		}
 		return audit.Record(ctx, s.store, tx, audit.ResetRequested, &u.ID, &u.DomainID, data.Meta,
-			map[string]any{"delivery_id": d.ID})
+			map[string]any{"delivery_id": decision.ID})
 	})
+	if errors.Is(err, store.ErrNotFound) {
+		return s.unresolved(ctx, err, data.Meta)
+	}
 	if err != nil {
 		return err
 	}
-	if d.Status == "skipped" {
+	if decision.Status == "skipped" {
 		log.Info().Str("user_id", u.ID.String()).Msg("reset request over the per-account limit; suppressed")
 		return nil
 	}
-	return s.requester.Publish(ctx, d)
+	return s.requester.PublishID(ctx, decision.ID)
+}
+
+// unresolved ends a request that names no single active account: nothing is
+// sent, and the audit trail keeps the attempt without the identifier, which
+// may be someone's email.
+func (s *Service) unresolved(ctx context.Context, err error, meta audit.Meta) error {
+	var p *problem.Problem
+	if !errors.Is(err, store.ErrNotFound) && !errors.As(err, &p) {
+		return err
+	}
+	zerolog.Ctx(ctx).Info().Msg("reset request names no single active account; nothing sent")
+	return audit.Record(ctx, s.store, nil, audit.ResetUnresolved, nil, nil, meta, nil)
 }
 
 // TokenInfo is what the reset form shows before the user types a password.

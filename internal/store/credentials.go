@@ -82,9 +82,14 @@ func (s *Store) RecordLoginSuccess(ctx context.Context, userID uuid.UUID) error 
 	return translate("record login success", s.q.RecordLoginSuccess(ctx, s.pool, userID))
 }
 
-// LockUser takes the user's row lock until tx ends.
-func (s *Store) LockUser(ctx context.Context, tx pgx.Tx, userID uuid.UUID) error {
-	return translate("lock user", s.q.LockUser(ctx, tx, userID))
+// LockUserWithDomain reads the user and locks its row until tx ends, so
+// the decisions made about it in tx see every decision made before.
+func (s *Store) LockUserWithDomain(ctx context.Context, tx pgx.Tx, id uuid.UUID) (User, error) {
+	row, err := s.q.LockUserWithDomain(ctx, tx, id)
+	if err != nil {
+		return User{}, translate("lock user", err)
+	}
+	return userFromRow(row.User, row.DomainName), nil
 }
 
 // UnlockUser clears a lock; it reports whether the account was locked.
@@ -242,24 +247,57 @@ func (s *Store) InsertDelivery(ctx context.Context, tx pgx.Tx, d NewDelivery, no
 	return deliveryFromRow(row), false, nil
 }
 
-// DeliveryByKey finds the delivery recorded under an idempotency key.
-func (s *Store) DeliveryByKey(ctx context.Context, tx pgx.Tx, key string) (Delivery, error) {
-	row, err := s.q.GetDeliveryByKey(ctx, s.on(tx), key)
-	if err != nil {
-		return Delivery{}, translate("get delivery", err)
-	}
-	return deliveryFromRow(row), nil
+// Decision is what DecideDelivery decided.
+type Decision struct {
+	ID      uuid.UUID
+	Status  string // queued, or skipped when over the limit; for an existing delivery, its status
+	Created bool
 }
 
-// StartDeliveryAttempt claims a delivery for one sending attempt: a queued
-// one, or one whose previous claim is older than staleBefore (its worker
-// died). ErrNotFound otherwise; Delivery then says why.
-func (s *Store) StartDeliveryAttempt(ctx context.Context, tx pgx.Tx, id uuid.UUID, now, staleBefore time.Time) (Delivery, error) {
-	row, err := s.q.StartDeliveryAttempt(ctx, s.on(tx), dbsqlc.StartDeliveryAttemptParams{ID: id, Now: now, StaleBefore: staleBefore})
-	if err != nil {
-		return Delivery{}, translate("start delivery attempt", err)
+// DecideDelivery records, once per idempotency key, a delivery that is queued
+// unless the user had maxRecent deliveries of the template since since (then
+// skipped). Call it in tx with the user locked (LockUserWithDomain).
+func (s *Store) DecideDelivery(ctx context.Context, tx pgx.Tx, d NewDelivery, since time.Time, maxRecent int, now time.Time) (Decision, error) {
+	p := dbsqlc.DecideDeliveryParams{
+		IdempotencyKey: d.IdempotencyKey, UserID: &d.UserID, Template: d.Template, Since: since, Locale: d.Locale,
+		Recipient: d.Recipient, MaxRecent: int64(maxRecent), SourceEventID: d.SourceEventID, Now: now,
 	}
-	return deliveryFromRow(row), nil
+	if d.TokenPurpose != "" {
+		ttl := int32(d.TokenTTL / time.Second)
+		p.TokenPurpose, p.TokenTtlSeconds = &d.TokenPurpose, &ttl
+	}
+	row, err := s.q.DecideDelivery(ctx, tx, p)
+	if err != nil {
+		return Decision{}, translate("decide delivery", err)
+	}
+	return Decision{ID: row.ID, Status: row.Status, Created: row.Created}, nil
+}
+
+// ClaimDelivery claims a delivery for one sending attempt and reads its
+// user: a queued delivery, or one whose previous claim is older than
+// staleBefore (its worker died). ErrNotFound otherwise.
+func (s *Store) ClaimDelivery(ctx context.Context, tx pgx.Tx, id uuid.UUID, now, staleBefore time.Time) (Delivery, User, error) {
+	row, err := s.q.ClaimDelivery(ctx, tx, dbsqlc.ClaimDeliveryParams{ID: id, Now: now, StaleBefore: staleBefore})
+	if err != nil {
+		return Delivery{}, User{}, translate("claim delivery", err)
+	}
+	d := Delivery{
+		ID: row.ID, UserID: row.UserID, Template: row.Template, Locale: row.Locale, Recipient: row.Recipient,
+		Status: "sending", Attempts: int(row.Attempts), TokenPurpose: row.TokenPurpose, CreatedAt: row.CreatedAt,
+	}
+	if row.TokenTtlSeconds != nil {
+		d.TokenTTL = time.Duration(*row.TokenTtlSeconds) * time.Second
+	}
+	return d, userFromRow(row.User, row.DomainName), nil
+}
+
+// FinishDeliveryAudited records a final outcome (sent or failed) and its
+// audit event (auditKind) in one statement.
+func (s *Store) FinishDeliveryAudited(ctx context.Context, id uuid.UUID, status, lastError, messageID, auditKind string, domainID *uuid.UUID, now time.Time) error {
+	err := s.q.FinishDeliveryAudited(ctx, s.pool, dbsqlc.FinishDeliveryAuditedParams{
+		ID: id, Status: status, LastError: lastError, SmtpMessageID: messageID, AuditKind: auditKind, DomainID: domainID, Now: now,
+	})
+	return translate("finish delivery", err)
 }
 
 // Delivery finds a delivery by id.
@@ -290,12 +328,6 @@ func (s *Store) FinishDelivery(ctx context.Context, id uuid.UUID, status, lastEr
 		ID: id, Status: status, LastError: lastError, SmtpMessageID: messageID, Now: now,
 	})
 	return translate("finish delivery", err)
-}
-
-// CountRecentDeliveries counts deliveries of template to the user since.
-func (s *Store) CountRecentDeliveries(ctx context.Context, tx pgx.Tx, userID uuid.UUID, template string, since time.Time) (int, error) {
-	n, err := s.q.CountRecentDeliveries(ctx, s.on(tx), dbsqlc.CountRecentDeliveriesParams{UserID: &userID, Template: template, Since: since})
-	return int(n), translate("count deliveries", err)
 }
 
 // DeliveriesByUser lists a user's deliveries, newest first.

@@ -12,22 +12,140 @@ import (
 	"github.com/google/uuid"
 )
 
-const countRecentDeliveries = `-- name: CountRecentDeliveries :one
-SELECT count(*) FROM mail_deliveries
-WHERE user_id = $1 AND template = $2 AND created_at > $3 AND status <> 'skipped'
+const claimDelivery = `-- name: ClaimDelivery :one
+WITH d AS (
+    UPDATE mail_deliveries SET status = 'sending', attempts = attempts + 1, updated_at = $1::timestamptz
+    WHERE mail_deliveries.id = $2
+      AND (mail_deliveries.status = 'queued' OR (mail_deliveries.status = 'sending' AND mail_deliveries.updated_at < $3::timestamptz))
+    RETURNING id, idempotency_key, user_id, template, locale, recipient, status, attempts, last_error, smtp_message_id, created_at, updated_at, sent_at, token_purpose, token_ttl_seconds, source_event_id
+)
+SELECT d.id, d.user_id, d.template, d.locale, d.recipient, d.attempts, d.token_purpose, d.token_ttl_seconds, d.created_at,
+       u.id, u.domain_id, u.extension, u.login_name, u.email, u.first_name, u.last_name, u.locale, u.password_hash, u.password_changed_at, u.pin_hash, u.pin_changed_at, u.status, u.failed_logins, u.locked_until, u.rollout_phase, u.rollout_phase_at, u.created_at, u.updated_at, dom.name AS domain_name
+FROM d
+JOIN users u ON u.id = d.user_id
+JOIN domains dom ON dom.id = u.domain_id
 `
 
-type CountRecentDeliveriesParams struct {
-	UserID   *uuid.UUID
-	Template string
-	Since    time.Time
+type ClaimDeliveryParams struct {
+	Now         time.Time
+	ID          uuid.UUID
+	StaleBefore time.Time
 }
 
-func (q *Queries) CountRecentDeliveries(ctx context.Context, db DBTX, arg CountRecentDeliveriesParams) (int64, error) {
-	row := db.QueryRow(ctx, countRecentDeliveries, arg.UserID, arg.Template, arg.Since)
-	var count int64
-	err := row.Scan(&count)
-	return count, err
+type ClaimDeliveryRow struct {
+	ID              uuid.UUID
+	UserID          *uuid.UUID
+	Template        string
+	Locale          string
+	Recipient       string
+	Attempts        int32
+	TokenPurpose    *string
+	TokenTtlSeconds *int32
+	CreatedAt       time.Time
+	User            User
+	DomainName      string
+}
+
+// Claims a delivery (see StartDeliveryAttempt) and reads its user in the
+// same round trip.
+func (q *Queries) ClaimDelivery(ctx context.Context, db DBTX, arg ClaimDeliveryParams) (ClaimDeliveryRow, error) {
+	row := db.QueryRow(ctx, claimDelivery, arg.Now, arg.ID, arg.StaleBefore)
+	var i ClaimDeliveryRow
+	err := row.Scan(
+		&i.ID,
+		&i.UserID,
+		&i.Template,
+		&i.Locale,
+		&i.Recipient,
+		&i.Attempts,
+		&i.TokenPurpose,
+		&i.TokenTtlSeconds,
+		&i.CreatedAt,
+		&i.User.ID,
+		&i.User.DomainID,
+		&i.User.Extension,
+		&i.User.LoginName,
+		&i.User.Email,
+		&i.User.FirstName,
+		&i.User.LastName,
+		&i.User.Locale,
+		&i.User.PasswordHash,
+		&i.User.PasswordChangedAt,
+		&i.User.PinHash,
+		&i.User.PinChangedAt,
+		&i.User.Status,
+		&i.User.FailedLogins,
+		&i.User.LockedUntil,
+		&i.User.RolloutPhase,
+		&i.User.RolloutPhaseAt,
+		&i.User.CreatedAt,
+		&i.User.UpdatedAt,
+		&i.DomainName,
+	)
+	return i, err
+}
+
+const decideDelivery = `-- name: DecideDelivery :one
+WITH existing AS (
+    SELECT md.id, md.status FROM mail_deliveries md WHERE md.idempotency_key = $1
+), recent AS (
+    SELECT count(*) AS n FROM mail_deliveries md
+    WHERE md.user_id = $2 AND md.template = $3 AND md.created_at > $4 AND md.status <> 'skipped'
+), inserted AS (
+    INSERT INTO mail_deliveries (idempotency_key, user_id, template, locale, recipient, status, token_purpose,
+                                 token_ttl_seconds, source_event_id, created_at, updated_at)
+    SELECT $1, $2, $3, $5, $6,
+           CASE WHEN recent.n >= $7::bigint THEN 'skipped' ELSE 'queued' END,
+           $8, $9, $10, $11::timestamptz, $11::timestamptz
+    FROM recent
+    WHERE NOT EXISTS (SELECT 1 FROM existing)
+    RETURNING id, status
+)
+SELECT id, status, true AS created FROM inserted
+UNION ALL
+SELECT id, status, false AS created FROM existing
+`
+
+type DecideDeliveryParams struct {
+	IdempotencyKey  string
+	UserID          *uuid.UUID
+	Template        string
+	Since           time.Time
+	Locale          string
+	Recipient       string
+	MaxRecent       int64
+	TokenPurpose    *string
+	TokenTtlSeconds *int32
+	SourceEventID   string
+	Now             time.Time
+}
+
+type DecideDeliveryRow struct {
+	ID      uuid.UUID
+	Status  string
+	Created bool
+}
+
+// One statement, run under the user's lock, decides a delivery: the one an
+// earlier delivery of the same event recorded, or a new one, queued or (over
+// the per-account limit) skipped.
+func (q *Queries) DecideDelivery(ctx context.Context, db DBTX, arg DecideDeliveryParams) (DecideDeliveryRow, error) {
+	row := db.QueryRow(ctx, decideDelivery,
+		arg.IdempotencyKey,
+		arg.UserID,
+		arg.Template,
+		arg.Since,
+		arg.Locale,
+		arg.Recipient,
+		arg.MaxRecent,
+		arg.TokenPurpose,
+		arg.TokenTtlSeconds,
+		arg.SourceEventID,
+		arg.Now,
+	)
+	var i DecideDeliveryRow
+	err := row.Scan(&i.ID, &i.Status, &i.Created)
+	return i, err
 }
 
 const finishDelivery = `-- name: FinishDelivery :exec
@@ -49,6 +167,44 @@ func (q *Queries) FinishDelivery(ctx context.Context, db DBTX, arg FinishDeliver
 	_, err := db.Exec(ctx, finishDelivery,
 		arg.Status,
 		arg.LastError,
+		arg.SmtpMessageID,
+		arg.Now,
+		arg.ID,
+	)
+	return err
+}
+
+const finishDeliveryAudited = `-- name: FinishDeliveryAudited :exec
+WITH f AS (
+    UPDATE mail_deliveries
+    SET status = $4, last_error = $3::text, smtp_message_id = $5, updated_at = $6::timestamptz,
+        sent_at = CASE WHEN $4 = 'sent' THEN $6::timestamptz ELSE sent_at END
+    WHERE mail_deliveries.id = $7
+    RETURNING mail_deliveries.id, mail_deliveries.user_id, mail_deliveries.template, mail_deliveries.attempts
+)
+INSERT INTO audit_events (kind, user_id, domain_id, actor_kind, detail)
+SELECT $1, f.user_id, $2, 'system',
+       jsonb_build_object('delivery_id', f.id, 'template', f.template, 'attempts', f.attempts, 'error', $3::text)
+FROM f
+`
+
+type FinishDeliveryAuditedParams struct {
+	AuditKind     string
+	DomainID      *uuid.UUID
+	LastError     string
+	Status        string
+	SmtpMessageID string
+	Now           time.Time
+	ID            uuid.UUID
+}
+
+// Records an attempt's outcome and its audit event in one statement.
+func (q *Queries) FinishDeliveryAudited(ctx context.Context, db DBTX, arg FinishDeliveryAuditedParams) error {
+	_, err := db.Exec(ctx, finishDeliveryAudited,
+		arg.AuditKind,
+		arg.DomainID,
+		arg.LastError,
+		arg.Status,
 		arg.SmtpMessageID,
 		arg.Now,
 		arg.ID,
@@ -238,43 +394,4 @@ func (q *Queries) NewerDeliveryExists(ctx context.Context, db DBTX, arg NewerDel
 	var exists bool
 	err := row.Scan(&exists)
 	return exists, err
-}
-
-const startDeliveryAttempt = `-- name: StartDeliveryAttempt :one
-UPDATE mail_deliveries SET status = 'sending', attempts = attempts + 1, updated_at = $1::timestamptz
-WHERE id = $2 AND (status = 'queued' OR (status = 'sending' AND updated_at < $3::timestamptz))
-RETURNING id, idempotency_key, user_id, template, locale, recipient, status, attempts, last_error, smtp_message_id, created_at, updated_at, sent_at, token_purpose, token_ttl_seconds, source_event_id
-`
-
-type StartDeliveryAttemptParams struct {
-	Now         time.Time
-	ID          uuid.UUID
-	StaleBefore time.Time
-}
-
-// Claims a delivery for one attempt: a queued one, or one left "sending" by
-// a worker that died (its claim older than stale_before). A delivery sent,
-// failed, skipped, or being sent right now returns no row.
-func (q *Queries) StartDeliveryAttempt(ctx context.Context, db DBTX, arg StartDeliveryAttemptParams) (MailDelivery, error) {
-	row := db.QueryRow(ctx, startDeliveryAttempt, arg.Now, arg.ID, arg.StaleBefore)
-	var i MailDelivery
-	err := row.Scan(
-		&i.ID,
-		&i.IdempotencyKey,
-		&i.UserID,
-		&i.Template,
-		&i.Locale,
-		&i.Recipient,
-		&i.Status,
-		&i.Attempts,
-		&i.LastError,
-		&i.SmtpMessageID,
-		&i.CreatedAt,
-		&i.UpdatedAt,
-		&i.SentAt,
-		&i.TokenPurpose,
-		&i.TokenTtlSeconds,
-		&i.SourceEventID,
-	)
-	return i, err
 }
