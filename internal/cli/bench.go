@@ -16,7 +16,7 @@ import (
 func benchFlags(fs *flag.FlagSet) func([]string) []string {
 	out := fs.String("out", "", "folder for bench.json, logs and profiles (default $BENCH_OUT, else bench-out)")
 	layouts := fs.String("layouts", "1x1,2x2", "worker layouts to measure, TOKENSxMAILERS processes")
-	rates := fs.String("rates", "100,250,500,1000,1500,2000,2500,3000,4000", "request rates of the pipeline ramp, per second")
+	rates := fs.String("rates", "100,250,400,500,650,800,1000,1500,2000,2500,3000,4000", "request rates of the pipeline ramp, per second")
 	users := fs.Int("users", 300000, "users to seed")
 	phase := fs.Duration("phase", 10*time.Second, "length of each ramp step and closed-loop run")
 	sustain := fs.Duration("sustain", 30*time.Second, "how long the best rate must hold")
