@@ -120,6 +120,9 @@ func Open(ctx context.Context, cfg config.Config, log zerolog.Logger, opts Optio
 	a.NATS, err = nats.Connect(natsURL,
 		nats.Name("latchkey"),
 		nats.MaxReconnects(-1),
+		// No buffering while disconnected: a publish the caller was told
+		// failed (503) must not go out later behind its back.
+		nats.ReconnectBufSize(-1),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
 				log.Warn().Err(err).Msg("nats disconnected")

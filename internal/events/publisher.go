@@ -3,11 +3,16 @@ package events
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
+
+// ErrUnavailable marks a publish that JetStream did not acknowledge (NATS
+// down, reconnecting, or too slow): the caller may try again shortly.
+var ErrUnavailable = errors.New("event stream unavailable")
 
 // Publisher puts events on the stream.
 type Publisher struct {
@@ -30,7 +35,7 @@ func (p *Publisher) Publish(ctx context.Context, e Event) (duplicate bool, err e
 	}
 	ack, err := p.js.PublishMsg(ctx, msg, jetstream.WithMsgID(e.ID), jetstream.WithExpectStream(StreamName))
 	if err != nil {
-		return false, fmt.Errorf("publish %s %s: %w", e.Type, e.ID, err)
+		return false, fmt.Errorf("publish %s %s: %w: %w", e.Type, e.ID, ErrUnavailable, err)
 	}
 	return ack.Duplicate, nil
 }

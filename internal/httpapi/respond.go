@@ -12,6 +12,7 @@ import (
 
 	"github.com/latchkey/latchkey/internal/accounts"
 	"github.com/latchkey/latchkey/internal/adminkeys"
+	"github.com/latchkey/latchkey/internal/events"
 	"github.com/latchkey/latchkey/internal/problem"
 	"github.com/latchkey/latchkey/internal/store"
 )
@@ -37,6 +38,10 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		p = newProblem(http.StatusForbidden, "forbidden", "This admin key is limited to another domain.")
 	case errors.Is(err, store.ErrNotFound):
 		p = newProblem(http.StatusNotFound, "not_found", "The resource does not exist.")
+	case errors.Is(err, events.ErrUnavailable) || errors.Is(err, store.ErrUnavailable):
+		logger(r.Context()).Warn().Err(err).Str("path", r.URL.Path).Msg("dependency unavailable")
+		p = newProblem(http.StatusServiceUnavailable, "unavailable", "The service is briefly unavailable. Please try again in a few seconds.")
+		p.RetryAfter = 5
 	case errors.Is(err, store.ErrInvalidInput):
 		p = newProblem(http.StatusBadRequest, "invalid_input", "A value in the request cannot be stored or searched (for example, it contains a NUL character).")
 	case errors.Is(err, store.ErrConflict):

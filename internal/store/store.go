@@ -7,6 +7,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -21,6 +23,8 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrConflict means a uniqueness rule was broken; ConflictError says which.
 	ErrConflict = errors.New("conflict")
+	// ErrUnavailable means the database could not be reached.
+	ErrUnavailable = errors.New("database unavailable")
 	// ErrInvalidInput means PostgreSQL refused a value as data (a NUL byte
 	// in text, say): the caller's input, not the database, is at fault.
 	ErrInvalidInput = errors.New("invalid input value")
@@ -91,6 +95,12 @@ func translate(op string, err error) error {
 	}
 	if errors.Is(err, pgx.ErrNoRows) {
 		return fmt.Errorf("%s: %w", op, ErrNotFound)
+	}
+	var connectErr *pgconn.ConnectError
+	var netErr net.Error
+	if errors.As(err, &connectErr) || pgconn.SafeToRetry(err) || errors.As(err, &netErr) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		return fmt.Errorf("%s: %w: %w", op, ErrUnavailable, err)
 	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "23505" {
