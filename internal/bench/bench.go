@@ -33,6 +33,7 @@ type Workers struct {
 // Config configures a run.
 type Config struct {
 	DatabaseURL string // a PostgreSQL server; the harness makes its own database there
+	Database    string // that database's name, dropped and created afresh (default latchkey_bench)
 	Binary      string // the latchkey binary to spawn
 	OutDir      string
 	Layouts     []Workers

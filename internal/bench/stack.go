@@ -54,13 +54,16 @@ type proc struct {
 }
 
 func newStack(ctx context.Context, cfg Config) (_ *stack, err error) {
+	if cfg.Database == "" {
+		cfg.Database = "latchkey_bench"
+	}
 	s := &stack{cfg: cfg}
 	defer func() {
 		if err != nil {
 			s.close()
 		}
 	}()
-	if s.dbURL, err = freshDatabase(ctx, cfg.DatabaseURL, "latchkey_bench"); err != nil {
+	if s.dbURL, err = freshDatabase(ctx, cfg.DatabaseURL, cfg.Database); err != nil {
 		return nil, err
 	}
 	if s.pool, err = pgxpool.New(ctx, s.dbURL); err != nil {
@@ -275,6 +278,7 @@ func (p *proc) rss() (int64, error) {
 }
 
 func (s *stack) close() {
+	defer s.dropDatabase()
 	for _, p := range s.procs {
 		p.stop()
 	}
@@ -287,6 +291,20 @@ func (s *stack) close() {
 	}
 	if s.pool != nil {
 		s.pool.Close()
+	}
+}
+
+// dropDatabase removes the bench database, so runs leave nothing behind
+// but their report.
+func (s *stack) dropDatabase() {
+	if s.dbURL == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if conn, err := pgx.Connect(ctx, s.cfg.DatabaseURL); err == nil {
+		defer conn.Close(ctx)
+		_, _ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+s.cfg.Database+" WITH (FORCE)")
 	}
 }
 

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
@@ -13,7 +14,7 @@ import (
 	"github.com/latchkey/latchkey/internal/config"
 )
 
-func benchFlags(fs *flag.FlagSet) func([]string) []string {
+func benchSetup(fs *flag.FlagSet) runFunc {
 	out := fs.String("out", "", "folder for bench.json, logs and profiles (default $BENCH_OUT, else bench-out)")
 	layouts := fs.String("layouts", "1x1,2x2", "worker layouts to measure, TOKENSxMAILERS processes")
 	rates := fs.String("rates", "100,250,400,500,650,800,1000,1500,2000,2500,3000,4000", "request rates of the pipeline ramp, per second")
@@ -23,49 +24,50 @@ func benchFlags(fs *flag.FlagSet) func([]string) []string {
 	low := fs.Duration("low", 20*time.Second, "length of the 10/s latency run")
 	profile := fs.Bool("profile", false, "collect CPU and allocation profiles of every process per scenario")
 	quick := fs.Bool("quick", false, "short phases and one layout: a smoke test of the harness, not a measurement")
-	return func([]string) []string {
+	return func(ctx context.Context, env Env, cfg config.Config, args []string) error {
+		if len(args) > 0 {
+			return fmt.Errorf("%w: bench takes only flags", ErrUsage)
+		}
 		if *quick {
 			*layouts, *rates, *users = "1x1", "100,400", 30000
 			*phase, *sustain, *low = 3*time.Second, 3*time.Second, 3*time.Second
 		}
-		return []string{*out, *layouts, *rates, strconv.Itoa(*users), phase.String(), sustain.String(), low.String(), strconv.FormatBool(*profile)}
+		bc := bench.Config{
+			DatabaseURL: cfg.DatabaseURL, OutDir: *out, LogLevel: cfg.LogLevel, Users: *users,
+			Phase: *phase, Sustain: *sustain, LowRate: *low, Profile: *profile,
+		}
+		if bc.OutDir == "" {
+			bc.OutDir = cmp.Or(os.Getenv("BENCH_OUT"), "bench-out")
+		}
+		var err error
+		if bc.Binary, err = os.Executable(); err != nil {
+			return err
+		}
+		if bc.Layouts, err = parseLayouts(*layouts); err != nil {
+			return err
+		}
+		for _, r := range strings.Split(*rates, ",") {
+			rate, err := strconv.Atoi(strings.TrimSpace(r))
+			if err != nil || rate < 1 {
+				return fmt.Errorf("%w: --rates takes positive numbers", ErrUsage)
+			}
+			bc.Rates = append(bc.Rates, rate)
+		}
+		_, err = bench.Run(ctx, bc, env.Stdout)
+		return err
 	}
 }
 
-func runBench(ctx context.Context, env Env, cfg config.Config, args []string) error {
-	out := args[0]
-	if out == "" {
-		out = os.Getenv("BENCH_OUT")
-	}
-	if out == "" {
-		out = "bench-out"
-	}
-	bc := bench.Config{DatabaseURL: cfg.DatabaseURL, OutDir: out, LogLevel: cfg.LogLevel}
-	var err error
-	if bc.Binary, err = os.Executable(); err != nil {
-		return err
-	}
-	for _, l := range strings.Split(args[1], ",") {
+func parseLayouts(v string) ([]bench.Workers, error) {
+	var out []bench.Workers
+	for _, l := range strings.Split(v, ",") {
 		t, m, ok := strings.Cut(strings.TrimSpace(l), "x")
 		tokens, err1 := strconv.Atoi(t)
 		mailers, err2 := strconv.Atoi(m)
 		if !ok || err1 != nil || err2 != nil || tokens < 1 || mailers < 1 {
-			return fmt.Errorf("%w: --layouts takes TOKENSxMAILERS, e.g. 1x1,2x2", ErrUsage)
+			return nil, fmt.Errorf("%w: --layouts takes TOKENSxMAILERS, e.g. 1x1,2x2", ErrUsage)
 		}
-		bc.Layouts = append(bc.Layouts, bench.Workers{Tokens: tokens, Mailers: mailers})
+		out = append(out, bench.Workers{Tokens: tokens, Mailers: mailers})
 	}
-	for _, r := range strings.Split(args[2], ",") {
-		rate, err := strconv.Atoi(strings.TrimSpace(r))
-		if err != nil || rate < 1 {
-			return fmt.Errorf("%w: --rates takes positive numbers", ErrUsage)
-		}
-		bc.Rates = append(bc.Rates, rate)
-	}
-	bc.Users, _ = strconv.Atoi(args[3])
-	bc.Phase, _ = time.ParseDuration(args[4])
-	bc.Sustain, _ = time.ParseDuration(args[5])
-	bc.LowRate, _ = time.ParseDuration(args[6])
-	bc.Profile = args[7] == "true"
-	_, err = bench.Run(ctx, bc, env.Stdout)
-	return err
+	return out, nil
 }

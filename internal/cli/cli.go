@@ -31,28 +31,34 @@ type Env struct {
 // ErrUsage marks a mistake in the command line; main exits with status 2.
 var ErrUsage = errors.New("usage")
 
+type runFunc func(ctx context.Context, env Env, cfg config.Config, args []string) error
+
 type command struct {
 	name    string
 	args    string
 	summary string
-	run     func(ctx context.Context, env Env, cfg config.Config, args []string) error
-	// flags adds the command's own flags; the returned function turns their
-	// values (after parsing) into the arguments run receives.
-	flags func(fs *flag.FlagSet) func(args []string) []string
+	// setup registers the command's own flags and returns its run function,
+	// which reads them once they are parsed.
+	setup func(fs *flag.FlagSet) runFunc
+}
+
+// plain is the setup of a command without flags of its own.
+func plain(run runFunc) func(*flag.FlagSet) runFunc {
+	return func(*flag.FlagSet) runFunc { return run }
 }
 
 func commands() []command {
 	return []command{
-		{"dev", "", "run everything in one process: migrations, embedded NATS, the HTTP API and every worker", runDev, nil},
-		{"serve", "", "run the HTTP API (ingress)", runServe, nil},
-		{"worker", "[ROLE…]", "run workers: tokens, mailer, notifier, campaigns, scheduler (default: all)", runWorker, nil},
-		{"migrate", "", "apply pending database migrations (safe to run concurrently)", runMigrate, nil},
-		{"admin-key", "create --name NAME [--domain DOMAIN]", "create an admin API key; it is printed once", runAdminKey, adminKeyFlags},
-		{"bench", "[--quick] [--profile] [--layouts 1x1,2x2]", "run the load harness (needs PostgreSQL; see make bench)", runBench, benchFlags},
-		{"version", "", "print the version", func(_ context.Context, env Env, _ config.Config, _ []string) error {
+		{"dev", "", "run everything in one process: migrations, embedded NATS, the HTTP API and every worker", plain(runDev)},
+		{"serve", "", "run the HTTP API (ingress)", plain(runServe)},
+		{"worker", "[ROLE…]", "run workers: tokens, mailer, notifier, campaigns, scheduler (default: all)", plain(runWorker)},
+		{"migrate", "", "apply pending database migrations (safe to run concurrently)", plain(runMigrate)},
+		{"admin-key", "create --name NAME [--domain DOMAIN]", "create an admin API key; it is printed once", adminKeySetup},
+		{"bench", "[--quick] [--profile] [--layouts 1x1,2x2]", "run the load harness (needs PostgreSQL; see make bench)", benchSetup},
+		{"version", "", "print the version", plain(func(_ context.Context, env Env, _ config.Config, _ []string) error {
 			fmt.Fprintln(env.Stdout, "latchkey", env.Version)
 			return nil
-		}, nil},
+		})},
 	}
 }
 
@@ -77,10 +83,7 @@ func Run(ctx context.Context, env Env, args []string) error {
 			settingByFlag[s.Flag()] = s.Name
 		}
 		rest := args[1:]
-		collect := func(args []string) []string { return args }
-		if c.flags != nil {
-			collect = c.flags(fs)
-		}
+		run := c.setup(fs)
 		if c.name == "admin-key" {
 			if len(rest) == 0 || rest[0] != "create" {
 				return fmt.Errorf("%w: latchkey admin-key create --name NAME [--domain DOMAIN]", ErrUsage)
@@ -100,7 +103,7 @@ func Run(ctx context.Context, env Env, args []string) error {
 		if err != nil {
 			return fmt.Errorf("configuration: %w", err)
 		}
-		return c.run(ctx, env, cfg, collect(fs.Args()))
+		return run(ctx, env, cfg, fs.Args())
 	}
 	usage(env.Stderr)
 	return fmt.Errorf("%w: unknown command %q", ErrUsage, args[0])
@@ -223,14 +226,18 @@ func runMigrate(ctx context.Context, env Env, cfg config.Config, args []string) 
 	return nil
 }
 
-func adminKeyFlags(fs *flag.FlagSet) func([]string) []string {
+func adminKeySetup(fs *flag.FlagSet) runFunc {
 	name := fs.String("name", "", "a name for the key, e.g. who uses it")
 	domain := fs.String("domain", "", "limit the key to this domain")
-	return func([]string) []string { return []string{*name, *domain} }
+	return func(ctx context.Context, env Env, cfg config.Config, args []string) error {
+		if len(args) > 0 {
+			return fmt.Errorf("%w: admin-key create takes only flags", ErrUsage)
+		}
+		return runAdminKey(ctx, env, cfg, *name, *domain)
+	}
 }
 
-func runAdminKey(ctx context.Context, env Env, cfg config.Config, args []string) error {
-	name, domain := args[0], args[1]
+func runAdminKey(ctx context.Context, env Env, cfg config.Config, name, domain string) error {
 	if strings.TrimSpace(name) == "" {
 		return fmt.Errorf("%w: --name is required", ErrUsage)
 	}
