@@ -49,12 +49,8 @@ type domainResponse struct {
 }
 
 func (s *Server) createDomain(w http.ResponseWriter, r *http.Request) error {
-	body, err := s.readBody(w, r)
-	if err != nil {
-		return err
-	}
 	var in accounts.DomainInput
-	if err := decodeStrict(body, &in); err != nil {
+	if err := s.decode(w, r, &in); err != nil {
 		return err
 	}
 	d, err := s.deps.Accounts.CreateDomain(r.Context(), scopeOf(r.Context()), in)

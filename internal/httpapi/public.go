@@ -132,12 +132,12 @@ func (s *Server) resetPassword(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) adminPasswordReset(w http.ResponseWriter, r *http.Request) error {
 	id, err := uuid.Parse(r.PathValue("id"))
 	if err != nil {
-		return newProblem(http.StatusNotFound, "user_not_found", "There is no user with this id.")
+		return errUserNotFound
 	}
 	principal := principalOf(r.Context())
 	err = s.deps.Recovery.AdminReset(r.Context(), principal.DomainID, id, metaOf(r, audit.ActorAdmin, principal.KeyID))
 	if errors.Is(err, store.ErrNotFound) {
-		return newProblem(http.StatusNotFound, "user_not_found", "There is no user with this id.")
+		return errUserNotFound
 	}
 	if err != nil {
 		return err
@@ -196,6 +196,10 @@ func (s *Server) authenticated(next handlerFunc) handlerFunc {
 	}
 }
 
+// errUserNotFound also answers a key scoped to another domain, which must
+// not learn that the user exists.
+var errUserNotFound = problem.New(http.StatusNotFound, "user_not_found", "There is no user with this id.")
+
 var errUnauthenticatedSession = problem.New(http.StatusUnauthorized, "unauthenticated", "Log in first: Authorization: Bearer <session token>.")
 
 type sessionAndToken struct {
@@ -248,13 +252,13 @@ func (s *Server) listDeliveries(w http.ResponseWriter, r *http.Request) error {
 	}
 	u, err := s.deps.Store.UserWithDomain(r.Context(), nil, id)
 	if errors.Is(err, store.ErrNotFound) {
-		return newProblem(http.StatusNotFound, "user_not_found", "There is no user with this id.")
+		return errUserNotFound
 	}
 	if err != nil {
 		return err
 	}
 	if scope := principalOf(r.Context()).DomainID; scope != nil && *scope != u.DomainID {
-		return newProblem(http.StatusNotFound, "user_not_found", "There is no user with this id.")
+		return errUserNotFound
 	}
 	ds, err := s.deps.Store.DeliveriesByUser(r.Context(), id, maxPageSize)
 	if err != nil {
