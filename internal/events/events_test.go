@@ -353,3 +353,94 @@ func TestCrashedDeliveriesBecomeDeadLetterViaAdvisory(t *testing.T) {
 		return err == nil && len(l) == 1 && l[0].EventID == e.ID && l[0].Consumer == "campaigns"
 	})
 }
+
+func (h *harness) runBatch(t *testing.T, c jetstream.Consumer, name string, handler events.BatchHandler) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	r := events.NewBatchRunner(c, handler, h.store, nil, h.log, events.RunnerConfig{
+		Consumer: name, MaxDeliver: 3, BatchSize: 10, Concurrency: 2,
+		RetryBase: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond, ShutdownTimeout: 5 * time.Second,
+	})
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("runner: %v", err)
+		}
+	})
+}
+
+// A backlog is handed over in batches, each event once, and each event's
+// outcome is its own: one permanent failure and one panic in a batch do not
+// touch the other events.
+func TestBatchRunner(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	const n = 40
+	for i := range n {
+		kind := "ok"
+		switch i {
+		case 7:
+			kind = "fail"
+		case 23:
+			kind = "panic"
+		}
+		if _, err := h.pub.Publish(ctx, newEvent(t, events.TypeMailRequested, map[string]any{"i": i, "kind": kind})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := h.consumer(t, "mailer", 3, events.TypeMailRequested)
+	var mu sync.Mutex
+	handled := map[int]int{}
+	largest := 0
+	h.runBatch(t, c, "mailer", func(_ context.Context, items []events.Item) []error {
+		errs := make([]error, len(items))
+		for i, it := range items {
+			var d struct {
+				I    int
+				Kind string
+			}
+			_ = it.Event.DecodeData(&d)
+			if d.Kind == "panic" {
+				panic("poison")
+			}
+			if d.Kind == "fail" {
+				errs[i] = events.Permanent(errors.New("refused"))
+			}
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		largest = max(largest, len(items))
+		for i, it := range items {
+			var d struct{ I int }
+			_ = it.Event.DecodeData(&d)
+			if errs[i] == nil {
+				handled[d.I]++
+			}
+		}
+		return errs
+	})
+	waitFor(t, "every event settled", func() bool {
+		info, err := c.Info(ctx)
+		return err == nil && info.AckFloor.Stream == n && info.NumAckPending == 0
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if largest < 2 {
+		t.Fatalf("the backlog was handled one by one (largest batch %d)", largest)
+	}
+	for i := range n {
+		want := 1
+		if i == 7 || i == 23 {
+			want = 0
+		}
+		if handled[i] != want {
+			t.Errorf("event %d handled %d times, want %d", i, handled[i], want)
+		}
+	}
+	letters, err := h.store.ListDeadLetters(ctx, nil, 10)
+	if err != nil || len(letters) != 2 {
+		t.Fatalf("dead letters = %v, %v; want the failing and the panicking event", letters, err)
+	}
+}

@@ -26,6 +26,17 @@ import (
 // delivery is at least once.
 type Handler func(ctx context.Context, e Event) error
 
+// Item is one event of a batch, with how often it has been delivered.
+type Item struct {
+	Event   Event
+	Attempt int
+}
+
+// BatchHandler applies several events at once, so per-event costs (a
+// transaction, a round trip) are paid once per batch. It returns one error
+// per item, each meaning what a Handler's error means.
+type BatchHandler func(ctx context.Context, items []Item) []error
+
 // ErrPermanent marks a failure that retrying cannot fix.
 var ErrPermanent = errors.New("permanent failure")
 
@@ -56,8 +67,13 @@ type RunnerConfig struct {
 	// MaxDeliver must equal the consumer's MaxDeliver: the runner turns the
 	// last failed attempt into a dead letter itself.
 	MaxDeliver int
-	// Concurrency is how many events are handled at once.
+	// Concurrency is how many events (or batches) are handled at once.
 	Concurrency int
+	// BatchSize is the most events handed to a BatchHandler at once; a
+	// batch is whatever has arrived when a slot is free, up to this size,
+	// waiting at most BatchWait for more.
+	BatchSize int
+	BatchWait time.Duration
 	// RetryBase and RetryMax shape the exponential backoff between attempts.
 	RetryBase, RetryMax time.Duration
 	// HandlerTimeout bounds one attempt; keep it below the consumer's AckWait.
@@ -73,6 +89,12 @@ func (c *RunnerConfig) fill() {
 	}
 	if c.Concurrency == 0 {
 		c.Concurrency = 16
+	}
+	if c.BatchSize == 0 {
+		c.BatchSize = 1
+	}
+	if c.BatchWait == 0 {
+		c.BatchWait = 2 * time.Millisecond
 	}
 	if c.RetryBase == 0 {
 		c.RetryBase = time.Second
@@ -92,14 +114,26 @@ func (c *RunnerConfig) fill() {
 type Runner struct {
 	cfg         RunnerConfig
 	consumer    jetstream.Consumer
-	handler     Handler
+	handler     BatchHandler
 	deadLetters DeadLetterStore
 	metrics     *Metrics
 	log         zerolog.Logger
 }
 
-// NewRunner builds a runner; metrics may be nil.
+// NewRunner builds a runner that hands events to handler one at a time;
+// metrics may be nil.
 func NewRunner(consumer jetstream.Consumer, handler Handler, deadLetters DeadLetterStore, metrics *Metrics, log zerolog.Logger, cfg RunnerConfig) *Runner {
+	cfg.BatchSize = 1
+	one := func(ctx context.Context, items []Item) []error {
+		ctx = context.WithValue(ctx, attemptKey{}, [2]int{items[0].Attempt, cfg.MaxDeliver})
+		return []error{handler(ctx, items[0].Event)}
+	}
+	return NewBatchRunner(consumer, one, deadLetters, metrics, log, cfg)
+}
+
+// NewBatchRunner builds a runner that hands events to handler in batches of
+// up to cfg.BatchSize.
+func NewBatchRunner(consumer jetstream.Consumer, handler BatchHandler, deadLetters DeadLetterStore, metrics *Metrics, log zerolog.Logger, cfg RunnerConfig) *Runner {
 	cfg.fill()
 	return &Runner{
 		cfg: cfg, consumer: consumer, handler: handler, deadLetters: deadLetters, metrics: metrics,
@@ -113,7 +147,7 @@ func NewRunner(consumer jetstream.Consumer, handler Handler, deadLetters DeadLet
 // started are redelivered) and lets started ones finish within
 // ShutdownTimeout.
 func (r *Runner) Run(ctx context.Context) error {
-	iter, err := r.consumer.Messages(jetstream.PullMaxMessages(r.cfg.Concurrency))
+	iter, err := r.consumer.Messages(jetstream.PullMaxMessages(r.cfg.Concurrency * r.cfg.BatchSize))
 	if err != nil {
 		return fmt.Errorf("consume %s: %w", r.cfg.Consumer, err)
 	}
@@ -146,11 +180,19 @@ func (r *Runner) Run(ctx context.Context) error {
 			r.log.Warn().Err(err).Msg("pull from consumer")
 			continue
 		}
+		batch := []jetstream.Msg{msg}
+		for len(batch) < r.cfg.BatchSize {
+			more, err := iter.Next(jetstream.NextMaxWait(r.cfg.BatchWait))
+			if err != nil {
+				break // nothing more right now (or closed: the next Next says so)
+			}
+			batch = append(batch, more)
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer func() { <-slots }()
-			r.handle(workCtx, msg)
+			r.handle(workCtx, batch)
 		}()
 	}
 	done := make(chan struct{})
@@ -174,60 +216,117 @@ func Attempt(ctx context.Context) (attempt, maxAttempts int) {
 	return a[0], a[1]
 }
 
-func (r *Runner) handle(ctx context.Context, msg jetstream.Msg) {
-	meta, err := msg.Metadata()
-	if err != nil {
-		// Not a JetStream message: nothing to ack or redeliver.
-		r.log.Error().Err(err).Msg("message without JetStream metadata")
+// received is a message being handled, with what settling it needs.
+type received struct {
+	msg   jetstream.Msg
+	meta  *jetstream.MsgMetadata
+	event Event
+	log   zerolog.Logger
+}
+
+func (r *Runner) handle(ctx context.Context, msgs []jetstream.Msg) {
+	var recs []received
+	var items []Item
+	for _, msg := range msgs {
+		meta, err := msg.Metadata()
+		if err != nil {
+			// Not a JetStream message: nothing to ack or redeliver.
+			r.log.Error().Err(err).Msg("message without JetStream metadata")
+			continue
+		}
+		// The message may have waited in the client's buffer; restart its ack
+		// wait so it cannot be redelivered to another worker while handled
+		// here (HandlerTimeout stays below the ack wait).
+		_ = msg.InProgress()
+		rec := received{msg: msg, meta: meta,
+			log: r.log.With().Uint64("stream_seq", meta.Sequence.Stream).Int("attempt", int(meta.NumDelivered)).Logger()}
+		event, err := Decode(msg.Subject(), msg.Data())
+		if err != nil {
+			r.settle(ctx, rec, err)
+			continue
+		}
+		rec.event = event
+		rec.log = rec.log.With().Str("event_id", event.ID).Str("event_type", event.Type).Logger()
+		recs = append(recs, rec)
+		items = append(items, Item{Event: event, Attempt: int(meta.NumDelivered)})
+	}
+	if len(items) == 0 {
 		return
 	}
-	// The message may have waited in the client's buffer; restart its ack
-	// wait so it cannot be redelivered to another worker while handled here
-	// (HandlerTimeout stays below the ack wait).
-	_ = msg.InProgress()
-	attempt := int(meta.NumDelivered)
-	log := r.log.With().Uint64("stream_seq", meta.Sequence.Stream).Int("attempt", attempt).Logger()
-
-	event, err := Decode(msg.Subject(), msg.Data())
-	if err == nil {
-		log = log.With().Str("event_id", event.ID).Str("event_type", event.Type).Logger()
-		hctx := context.WithValue(log.WithContext(ctx), attemptKey{}, [2]int{attempt, r.cfg.MaxDeliver})
-		hctx, cancel := context.WithTimeout(hctx, r.cfg.HandlerTimeout)
-		err = r.callHandler(hctx, event)
-		cancel()
+	hctx := ctx
+	if len(recs) == 1 {
+		hctx = recs[0].log.WithContext(ctx)
+	} else {
+		hctx = r.log.WithContext(ctx)
 	}
+	hctx, cancel := context.WithTimeout(hctx, r.cfg.HandlerTimeout)
+	errs, panicked := r.callHandler(hctx, items)
+	cancel()
+	if panicked != nil && len(items) > 1 {
+		// One poison event must not take the batch with it: find it by
+		// handling the events one by one.
+		r.log.Error().Interface("panic", panicked).Msg("batch handler panicked; handling its events one by one")
+		errs = make([]error, len(items))
+		for i := range items {
+			ictx, cancel := context.WithTimeout(recs[i].log.WithContext(ctx), r.cfg.HandlerTimeout)
+			one, p := r.callHandler(ictx, items[i:i+1])
+			cancel()
+			if p != nil {
+				errs[i] = Permanent(fmt.Errorf("handler panicked: %v", p))
+			} else {
+				errs[i] = one[0]
+			}
+		}
+	} else if panicked != nil {
+		errs = []error{Permanent(fmt.Errorf("handler panicked: %v", panicked))}
+	}
+	for i, rec := range recs {
+		var err error
+		if i < len(errs) {
+			err = errs[i]
+		}
+		r.settle(ctx, rec, err)
+	}
+}
 
+// settle acks, retries or dead-letters one message by its handler's error.
+func (r *Runner) settle(ctx context.Context, rec received, err error) {
+	attempt := int(rec.meta.NumDelivered)
 	switch {
 	case err == nil:
 		r.metrics.observe(r.cfg.Consumer, outcomeDone)
-		if ackErr := msg.Ack(); ackErr != nil {
+		if ackErr := rec.msg.Ack(); ackErr != nil {
 			// Handlers record their effect idempotently, so a lost ack costs
 			// only a redelivery that the handler recognises.
-			log.Warn().Err(ackErr).Msg("ack failed; the event will be redelivered")
+			rec.log.Warn().Err(ackErr).Msg("ack failed; the event will be redelivered")
 		}
 	case errors.Is(err, ErrPermanent) || errors.Is(err, ErrInvalidEvent):
-		r.deadLetter(ctx, log, msg, meta, event, err)
+		r.deadLetter(ctx, rec.log, rec.msg, rec.meta, rec.event, err)
 	case attempt >= r.cfg.MaxDeliver:
-		r.deadLetter(ctx, log, msg, meta, event, fmt.Errorf("gave up after %d attempts: %w", attempt, err))
+		r.deadLetter(ctx, rec.log, rec.msg, rec.meta, rec.event, fmt.Errorf("gave up after %d attempts: %w", attempt, err))
 	default:
 		delay := r.backoff(attempt, err)
 		r.metrics.observe(r.cfg.Consumer, outcomeRetry)
-		log.Warn().Err(err).Dur("retry_in", delay).Msg("event failed; will retry")
-		if nakErr := msg.NakWithDelay(delay); nakErr != nil {
-			log.Warn().Err(nakErr).Msg("nak failed; the event will be redelivered after the ack wait")
+		rec.log.Warn().Err(err).Dur("retry_in", delay).Msg("event failed; will retry")
+		if nakErr := rec.msg.NakWithDelay(delay); nakErr != nil {
+			rec.log.Warn().Err(nakErr).Msg("nak failed; the event will be redelivered after the ack wait")
 		}
 	}
 }
 
-// callHandler turns a handler panic into a permanent failure: a poison event
-// must not take the worker down.
-func (r *Runner) callHandler(ctx context.Context, e Event) (err error) {
+// callHandler runs the handler, reporting a panic instead of crashing: a
+// poison event must not take the worker down.
+func (r *Runner) callHandler(ctx context.Context, items []Item) (errs []error, panicked any) {
 	defer func() {
 		if p := recover(); p != nil {
-			err = Permanent(fmt.Errorf("handler panicked: %v", p))
+			errs, panicked = nil, p
 		}
 	}()
-	return r.handler(ctx, e)
+	errs = r.handler(ctx, items)
+	if len(errs) != len(items) {
+		return nil, fmt.Sprintf("batch handler returned %d results for %d events", len(errs), len(items))
+	}
+	return errs, nil
 }
 
 func (r *Runner) deadLetter(ctx context.Context, log zerolog.Logger, msg jetstream.Msg, meta *jetstream.MsgMetadata, event Event, cause error) {
