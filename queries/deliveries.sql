@@ -83,3 +83,23 @@ INSERT INTO audit_events (kind, user_id, domain_id, actor_kind, detail)
 SELECT @audit_kind, f.user_id, sqlc.narg(domain_id), 'system',
        jsonb_build_object('delivery_id', f.id, 'template', f.template, 'attempts', f.attempts, 'error', @last_error::text)
 FROM f;
+
+-- name: DeliveriesByKeys :many
+SELECT md.idempotency_key, md.id, md.status FROM mail_deliveries md WHERE md.idempotency_key = ANY(@keys::text[]);
+
+-- name: RecentDeliveryCounts :many
+SELECT md.user_id, count(*) AS n FROM mail_deliveries md
+WHERE md.user_id = ANY(@user_ids::uuid[]) AND md.template = @template AND md.created_at > @since AND md.status <> 'skipped'
+GROUP BY md.user_id;
+
+-- name: InsertDeliveries :many
+INSERT INTO mail_deliveries (idempotency_key, user_id, template, locale, recipient, status, token_purpose,
+                             token_ttl_seconds, source_event_id, created_at, updated_at)
+SELECT x.key, x.user_id, @template, x.locale, x.recipient, x.status, sqlc.narg(token_purpose),
+       sqlc.narg(token_ttl_seconds), x.source_event_id, @now::timestamptz, @now::timestamptz
+FROM (
+    SELECT unnest(@keys::text[]) AS key, unnest(@user_ids::uuid[]) AS user_id, unnest(@locales::text[]) AS locale,
+           unnest(@recipients::text[]) AS recipient, unnest(@statuses::text[]) AS status,
+           unnest(@source_event_ids::text[]) AS source_event_id
+) x
+RETURNING id, idempotency_key;

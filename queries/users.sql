@@ -85,3 +85,16 @@ SELECT sqlc.embed(u), d.name AS domain_name
 FROM users u JOIN domains d ON d.id = u.domain_id
 WHERE u.id = @id
 FOR UPDATE OF u;
+
+-- Locks a batch's users in id order, so concurrent batches cannot deadlock.
+-- name: LockUsersWithDomain :many
+SELECT sqlc.embed(u), d.name AS domain_name
+FROM users u JOIN domains d ON d.id = u.domain_id
+WHERE u.id = ANY(@ids::uuid[])
+ORDER BY u.id
+FOR UPDATE OF u;
+
+-- name: UnlockUsers :many
+UPDATE users SET failed_logins = 0, locked_until = NULL, updated_at = @now::timestamptz
+WHERE id = ANY(@ids::uuid[]) AND locked_until IS NOT NULL
+RETURNING id;

@@ -299,8 +299,8 @@ func (a *App) Handlers() (Handlers, error) {
 	}, a.Store, a.sender, a.catalog, a.publisher, a.now)
 	return Handlers{
 		events.TypeResetRequested:  a.recovery.HandleResetRequested,
-		events.TypeMailRequested:   m.Handle,
-		events.TypePasswordChanged: delivery.NewNotifier(a.Store, a.requester).Handle,
+		events.TypeMailRequested:   events.One(m.Handle),
+		events.TypePasswordChanged: events.One(delivery.NewNotifier(a.Store, a.requester).Handle),
 	}, nil
 }
 
@@ -348,13 +348,17 @@ func (a *App) RunWorkers(ctx context.Context, roles []Role, handlers Handlers) e
 			return err
 		}
 		concurrency := 16
-		if role == RoleMailer {
+		switch role {
+		case RoleMailer:
 			// A handler waiting for an SMTP connection burns its deadline.
 			concurrency = a.Config.SMTPPool
+		case RoleTokens:
+			concurrency = 4 // batches in flight
 		}
-		runner := events.NewRunner(consumer, handlers.dispatch, a.Store, a.events, a.Log, events.RunnerConfig{
+		runner := events.NewBatchRunner(consumer, handlers.dispatch, a.Store, a.events, a.Log, events.RunnerConfig{
 			Consumer:        string(role),
 			Concurrency:     concurrency,
+			BatchSize:       batchSize(role),
 			MaxDeliver:      a.Config.EventMaxDeliver,
 			HandlerTimeout:  a.Config.EventAckWait * 4 / 5,
 			ShutdownTimeout: a.Config.ShutdownTimeout,

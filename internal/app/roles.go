@@ -68,14 +68,47 @@ func ParseRoles(names []string) ([]Role, error) {
 // no handler for yet: it is kept, visible and replayable, never dropped.
 var ErrNoHandler = errors.New("no handler for this event type in this version")
 
-// Handlers maps event types to handlers. The flows fill it in; an event
-// without a handler becomes a dead letter.
-type Handlers map[string]events.Handler
+// Handlers maps event types to batch handlers (events.One adapts a
+// per-event one). An event without a handler becomes a dead letter.
+type Handlers map[string]events.BatchHandler
 
-func (h Handlers) dispatch(ctx context.Context, e events.Event) error {
-	handler, ok := h[e.Type]
-	if !ok {
-		return events.Permanent(fmt.Errorf("%w: %s", ErrNoHandler, e.Type))
+// dispatch hands each handler the events of its type, in their order.
+func (h Handlers) dispatch(ctx context.Context, items []events.Item) []error {
+	errs := make([]error, len(items))
+	byType := map[string][]int{}
+	var types []string
+	for i, it := range items {
+		if _, ok := byType[it.Event.Type]; !ok {
+			types = append(types, it.Event.Type)
+		}
+		byType[it.Event.Type] = append(byType[it.Event.Type], i)
 	}
-	return handler(ctx, e)
+	for _, t := range types {
+		idx := byType[t]
+		handler, ok := h[t]
+		if !ok {
+			for _, i := range idx {
+				errs[i] = events.Permanent(fmt.Errorf("%w: %s", ErrNoHandler, t))
+			}
+			continue
+		}
+		group := make([]events.Item, len(idx))
+		for k, i := range idx {
+			group[k] = items[i]
+		}
+		for k, err := range handler(ctx, group) {
+			errs[idx[k]] = err
+		}
+	}
+	return errs
+}
+
+// batchSize is how many events a role takes at once. The tokens worker
+// decides a whole batch in one transaction; the mailer sends one email per
+// handler, as many at once as it has SMTP connections.
+func batchSize(r Role) int {
+	if r == RoleTokens {
+		return 64
+	}
+	return 1
 }

@@ -50,19 +50,23 @@ type Meta struct {
 
 // Record appends one event, in tx when given.
 func Record(ctx context.Context, st *store.Store, tx pgx.Tx, kind string, userID, domainID *uuid.UUID, meta Meta, detail map[string]any) error {
+	return st.InsertAudit(ctx, tx, Event(kind, userID, domainID, meta, detail))
+}
+
+// Event builds an audit event, for callers that record several at once
+// (store.InsertAudits).
+func Event(kind string, userID, domainID *uuid.UUID, meta Meta, detail map[string]any) store.AuditEvent {
 	var raw []byte
 	if len(detail) > 0 {
-		var err error
-		if raw, err = json.Marshal(detail); err != nil {
-			return err
-		}
+		// A map of plain values always marshals.
+		raw, _ = json.Marshal(detail)
 	}
 	actor := meta.ActorKind
 	if actor == "" {
 		actor = ActorSystem
 	}
-	return st.InsertAudit(ctx, tx, store.AuditEvent{
+	return store.AuditEvent{
 		Kind: kind, UserID: userID, DomainID: domainID, ActorKind: actor, ActorID: meta.ActorID,
 		SourceAddr: meta.SourceAddr, RequestID: meta.RequestID, Detail: raw,
-	})
+	}
 }

@@ -51,6 +51,28 @@ func (r *Requester) Publish(ctx context.Context, d store.Delivery) error {
 	return r.PublishID(ctx, d.ID)
 }
 
+// PublishIDs requests several deliveries at once; the result says, per id,
+// whether the request was stored.
+func (r *Requester) PublishIDs(ctx context.Context, ids []uuid.UUID) []error {
+	evs := make([]events.Event, len(ids))
+	errs := make([]error, len(ids))
+	for i, id := range ids {
+		e, err := events.New(Source, events.TypeMailRequested, id.String(), MailRequested{DeliveryID: id}, r.now())
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		e.ID = "mail.requested:" + id.String()
+		evs[i] = e
+	}
+	for i, err := range r.publisher.PublishAll(ctx, evs) {
+		if errs[i] == nil {
+			errs[i] = err
+		}
+	}
+	return errs
+}
+
 // PublishID is Publish for a delivery known by id.
 func (r *Requester) PublishID(ctx context.Context, id uuid.UUID) error {
 	e, err := events.New(Source, events.TypeMailRequested, id.String(), MailRequested{DeliveryID: id}, r.now())

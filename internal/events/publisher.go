@@ -50,3 +50,39 @@ func encode(e Event) (*nats.Msg, error) {
 	msg.Header.Set("Content-Type", ContentType)
 	return msg, nil
 }
+
+// PublishAll publishes events without waiting for each acknowledgement
+// before sending the next, then waits for all of them: one round trip's
+// latency for the lot. The result says, per event, whether it was stored.
+func (p *Publisher) PublishAll(ctx context.Context, evs []Event) []error {
+	errs := make([]error, len(evs))
+	futures := make([]jetstream.PubAckFuture, len(evs))
+	for i, e := range evs {
+		if err := e.Validate(); err != nil {
+			errs[i] = err
+			continue
+		}
+		msg, err := encode(e)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		futures[i], err = p.js.PublishMsgAsync(msg, jetstream.WithMsgID(e.ID), jetstream.WithExpectStream(StreamName))
+		if err != nil {
+			errs[i] = fmt.Errorf("publish %s %s: %w: %w", e.Type, e.ID, ErrUnavailable, err)
+		}
+	}
+	for i, f := range futures {
+		if f == nil {
+			continue
+		}
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			errs[i] = fmt.Errorf("publish %s %s: %w: %w", evs[i].Type, evs[i].ID, ErrUnavailable, err)
+		case <-ctx.Done():
+			errs[i] = fmt.Errorf("publish %s %s: %w: %w", evs[i].Type, evs[i].ID, ErrUnavailable, ctx.Err())
+		}
+	}
+	return errs
+}

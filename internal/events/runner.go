@@ -124,11 +124,22 @@ type Runner struct {
 // metrics may be nil.
 func NewRunner(consumer jetstream.Consumer, handler Handler, deadLetters DeadLetterStore, metrics *Metrics, log zerolog.Logger, cfg RunnerConfig) *Runner {
 	cfg.BatchSize = 1
-	one := func(ctx context.Context, items []Item) []error {
-		ctx = context.WithValue(ctx, attemptKey{}, [2]int{items[0].Attempt, cfg.MaxDeliver})
-		return []error{handler(ctx, items[0].Event)}
+	return NewBatchRunner(consumer, One(handler), deadLetters, metrics, log, cfg)
+}
+
+type maxDeliverKey struct{}
+
+// One adapts a Handler to a BatchHandler: the events of a batch are handled
+// one after another, each seeing its own Attempt.
+func One(handler Handler) BatchHandler {
+	return func(ctx context.Context, items []Item) []error {
+		maxDeliver, _ := ctx.Value(maxDeliverKey{}).(int)
+		errs := make([]error, len(items))
+		for i, it := range items {
+			errs[i] = handler(context.WithValue(ctx, attemptKey{}, [2]int{it.Attempt, maxDeliver}), it.Event)
+		}
+		return errs
 	}
-	return NewBatchRunner(consumer, one, deadLetters, metrics, log, cfg)
 }
 
 // NewBatchRunner builds a runner that hands events to handler in batches of
@@ -259,6 +270,7 @@ func (r *Runner) handle(ctx context.Context, msgs []jetstream.Msg) {
 	} else {
 		hctx = r.log.WithContext(ctx)
 	}
+	hctx = context.WithValue(hctx, maxDeliverKey{}, r.cfg.MaxDeliver)
 	hctx, cancel := context.WithTimeout(hctx, r.cfg.HandlerTimeout)
 	errs, panicked := r.callHandler(hctx, items)
 	cancel()
@@ -268,7 +280,8 @@ func (r *Runner) handle(ctx context.Context, msgs []jetstream.Msg) {
 		r.log.Error().Interface("panic", panicked).Msg("batch handler panicked; handling its events one by one")
 		errs = make([]error, len(items))
 		for i := range items {
-			ictx, cancel := context.WithTimeout(recs[i].log.WithContext(ctx), r.cfg.HandlerTimeout)
+			ictx := context.WithValue(recs[i].log.WithContext(ctx), maxDeliverKey{}, r.cfg.MaxDeliver)
+			ictx, cancel := context.WithTimeout(ictx, r.cfg.HandlerTimeout)
 			one, p := r.callHandler(ictx, items[i:i+1])
 			cancel()
 			if p != nil {

@@ -386,7 +386,7 @@ func TestEventPastMaxDeliverIsListedAsDeadLetter(t *testing.T) {
 	s := apptest.Start(t, apptest.Options{
 		Env:      map[string]string{"EVENT_MAX_DELIVER": "2"},
 		Roles:    []app.Role{app.RoleMailer},
-		Handlers: app.Handlers{events.TypeMailRequested: failing},
+		Handlers: app.Handlers{events.TypeMailRequested: events.One(failing)},
 	})
 	e, err := events.New("test", events.TypeMailRequested, "", map[string]string{"template": "welcome"}, time.Now())
 	if err != nil {

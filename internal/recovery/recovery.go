@@ -184,76 +184,145 @@ func (s *Service) publish(ctx context.Context, data ResetRequested) error {
 	return err
 }
 
-// HandleResetRequested is the tokens worker's handler: it resolves the
-// account, applies the per-account limit and the unlock-on-reset rule, and
-// records one delivery of the reset email per event, then asks the mailer to
-// send it. A redelivered event finds its delivery and only re-publishes.
-func (s *Service) HandleResetRequested(ctx context.Context, e events.Event) error {
-	var data ResetRequested
-	if err := e.DecodeData(&data); err != nil {
-		return err
+// HandleResetRequested is the tokens worker's handler, for a batch of
+// reset.requested events: it resolves the accounts, applies the per-account
+// limit and the unlock-on-reset rule, and records one delivery of the reset
+// email per event, all in one transaction, then asks the mailer to send
+// them. A redelivered event finds its delivery and only re-publishes.
+func (s *Service) HandleResetRequested(ctx context.Context, items []events.Item) []error {
+	errs := make([]error, len(items))
+	type request struct {
+		item    int
+		userID  uuid.UUID
+		key     string
+		eventID string
+		meta    audit.Meta
 	}
-	if (data.UserID == nil) == (data.Identifier == "") {
-		return events.Permanent(errors.New("reset.requested needs exactly one of user_id and identifier"))
-	}
-	log := zerolog.Ctx(ctx)
-	userID := data.UserID
-	if userID == nil {
-		u, err := s.Resolve(ctx, data.Identifier)
-		if err != nil {
-			return s.unresolved(ctx, err, data.Meta)
+	var reqs []request
+	for i, it := range items {
+		var data ResetRequested
+		if err := it.Event.DecodeData(&data); err != nil {
+			errs[i] = err
+			continue
 		}
-		userID = &u.ID
+		if (data.UserID == nil) == (data.Identifier == "") {
+			errs[i] = events.Permanent(errors.New("reset.requested needs exactly one of user_id and identifier"))
+			continue
+		}
+		if data.UserID == nil {
+			u, err := s.Resolve(ctx, data.Identifier)
+			if err != nil {
+				errs[i] = s.unresolved(ctx, err, data.Meta)
+				continue
+			}
+			data.UserID = &u.ID
+		}
+		reqs = append(reqs, request{item: i, userID: *data.UserID, key: "reset:" + it.Event.ID, eventID: it.Event.ID, meta: data.Meta})
 	}
-	var u store.User
-	var decision store.Decision
+	if len(reqs) == 0 {
+		return errs
+	}
+
+	toPublish := make([]uuid.UUID, len(reqs)) // uuid.Nil: nothing to send
 	err := s.store.InTx(ctx, func(tx pgx.Tx) error {
-		// One decision per user at a time, across every worker process: the
-		// limit check must see the deliveries decided before it.
-		var err error
-		if u, err = s.store.LockUserWithDomain(ctx, tx, *userID); err != nil {
+		ids := make([]uuid.UUID, 0, len(reqs))
+		keys := make([]string, 0, len(reqs))
+		for _, r := range reqs {
+			ids = append(ids, r.userID)
+			keys = append(keys, r.key)
+		}
+		// The users' row locks serialise the decisions about each user
+		// across worker processes: the counts below see every decision made
+		// before them.
+		users, err := s.store.LockUsersWithDomain(ctx, tx, ids)
+		if err != nil {
 			return err
 		}
-		if u.Status != "active" {
-			return store.ErrNotFound
+		existing, err := s.store.DeliveriesByKeys(ctx, tx, keys)
+		if err != nil {
+			return err
 		}
 		now := s.now()
-		decision, err = s.store.DecideDelivery(ctx, tx, store.NewDelivery{
-			IdempotencyKey: "reset:" + e.ID, UserID: u.ID, Template: mailtmpl.PasswordReset, Locale: u.Locale,
-			Recipient: u.Email, TokenPurpose: PurposeReset, TokenTTL: s.cfg.ResetTTL, SourceEventID: e.ID,
-		}, now.Add(-s.cfg.RateLimitPerAccount.Window), s.cfg.RateLimitPerAccount.Count, now)
-		if err != nil || !decision.Created {
-			return err // a redelivered event: only publish again
+		counts, err := s.store.RecentDeliveryCounts(ctx, tx, ids, mailtmpl.PasswordReset, now.Add(-s.cfg.RateLimitPerAccount.Window))
+		if err != nil {
+			return err
 		}
-		if decision.Status == "skipped" {
-			return audit.Record(ctx, s.store, tx, audit.ResetSuppressed, &u.ID, &u.DomainID, data.Meta,
-				map[string]any{"event_id": e.ID})
+		// Decide in event order, so several requests for one user in a batch
+		// count against its limit one after another.
+		var fresh []store.NewDelivery
+		var audits []store.AuditEvent
+		var queuedUsers []uuid.UUID
+		for _, r := range reqs {
+			u, ok := users[r.userID]
+			if !ok || u.Status != "active" {
+				audits = append(audits, audit.Event(audit.ResetUnresolved, nil, nil, r.meta, nil))
+				continue
+			}
+			if _, seen := existing[r.key]; seen {
+				continue // a redelivered event: only publish again
+			}
+			status := "queued"
+			if counts[u.ID] >= s.cfg.RateLimitPerAccount.Count {
+				status = "skipped"
+				audits = append(audits, audit.Event(audit.ResetSuppressed, &u.ID, &u.DomainID, r.meta, map[string]any{"event_id": r.eventID}))
+			} else {
+				counts[u.ID]++
+				queuedUsers = append(queuedUsers, u.ID)
+			}
+			existing[r.key] = store.Decision{Status: status, Created: true}
+			fresh = append(fresh, store.NewDelivery{
+				IdempotencyKey: r.key, UserID: u.ID, Locale: u.Locale, Recipient: u.Email, SourceEventID: r.eventID, Status: status,
+			})
 		}
-		if s.cfg.UnlockOnReset {
-			unlocked, err := s.store.UnlockUser(ctx, tx, u.ID, now)
+		inserted := map[string]uuid.UUID{}
+		if len(fresh) > 0 {
+			if inserted, err = s.store.InsertDeliveries(ctx, tx, mailtmpl.PasswordReset, PurposeReset, s.cfg.ResetTTL, fresh, now); err != nil {
+				return err
+			}
+		}
+		for j, r := range reqs {
+			d, ok := existing[r.key]
+			if !ok || d.Status == "skipped" {
+				continue
+			}
+			if d.Created {
+				d.ID = inserted[r.key]
+				u := users[r.userID]
+				audits = append(audits, audit.Event(audit.ResetRequested, &u.ID, &u.DomainID, r.meta, map[string]any{"delivery_id": d.ID}))
+				existing[r.key] = store.Decision{ID: d.ID, Status: d.Status} // a second copy in the batch publishes it too
+			}
+			toPublish[j] = d.ID
+		}
+		if s.cfg.UnlockOnReset && len(queuedUsers) > 0 {
+			unlocked, err := s.store.UnlockUsers(ctx, tx, queuedUsers, now)
 			if err != nil {
 				return err
 			}
-			if unlocked {
-				if err := audit.Record(ctx, s.store, tx, audit.AccountUnlocked, &u.ID, &u.DomainID, data.Meta, nil); err != nil {
-					return err
-				}
+			for _, id := range unlocked {
+				u := users[id]
+				audits = append(audits, audit.Event(audit.AccountUnlocked, &u.ID, &u.DomainID, audit.Meta{ActorKind: audit.ActorSystem}, nil))
 			}
 		}
-		return audit.Record(ctx, s.store, tx, audit.ResetRequested, &u.ID, &u.DomainID, data.Meta,
-			map[string]any{"delivery_id": decision.ID})
+		return s.store.InsertAudits(ctx, tx, audits)
 	})
-	if errors.Is(err, store.ErrNotFound) {
-		return s.unresolved(ctx, err, data.Meta)
-	}
 	if err != nil {
-		return err
+		for _, r := range reqs {
+			errs[r.item] = err
+		}
+		return errs
 	}
-	if decision.Status == "skipped" {
-		log.Info().Str("user_id", u.ID.String()).Msg("reset request over the per-account limit; suppressed")
-		return nil
+	var ids []uuid.UUID
+	var owners []int
+	for j, id := range toPublish {
+		if id != uuid.Nil {
+			ids = append(ids, id)
+			owners = append(owners, reqs[j].item)
+		}
 	}
-	return s.requester.PublishID(ctx, decision.ID)
+	for k, err := range s.requester.PublishIDs(ctx, ids) {
+		errs[owners[k]] = err
+	}
+	return errs
 }
 
 // unresolved ends a request that names no single active account: nothing is

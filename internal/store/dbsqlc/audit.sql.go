@@ -40,3 +40,42 @@ func (q *Queries) InsertAuditEvent(ctx context.Context, db DBTX, arg InsertAudit
 	)
 	return err
 }
+
+const insertAuditEvents = `-- name: InsertAuditEvents :exec
+INSERT INTO audit_events (kind, user_id, domain_id, actor_kind, actor_id, source_addr, request_id, detail)
+SELECT x.kind, NULLIF(x.user_id, '00000000-0000-0000-0000-000000000000'::uuid),
+       NULLIF(x.domain_id, '00000000-0000-0000-0000-000000000000'::uuid),
+       x.actor_kind, x.actor_id, x.source_addr, x.request_id, x.detail::jsonb
+FROM (
+    SELECT unnest($1::text[]) AS kind, unnest($2::uuid[]) AS user_id, unnest($3::uuid[]) AS domain_id,
+           unnest($4::text[]) AS actor_kind, unnest($5::text[]) AS actor_id,
+           unnest($6::text[]) AS source_addr, unnest($7::text[]) AS request_id,
+           unnest($8::text[]) AS detail
+) x
+`
+
+type InsertAuditEventsParams struct {
+	Kinds       []string
+	UserIds     []uuid.UUID
+	DomainIds   []uuid.UUID
+	ActorKinds  []string
+	ActorIds    []string
+	SourceAddrs []string
+	RequestIds  []string
+	Details     []string
+}
+
+// The nil UUID stands for "none" in the arrays, which cannot hold NULLs.
+func (q *Queries) InsertAuditEvents(ctx context.Context, db DBTX, arg InsertAuditEventsParams) error {
+	_, err := db.Exec(ctx, insertAuditEvents,
+		arg.Kinds,
+		arg.UserIds,
+		arg.DomainIds,
+		arg.ActorKinds,
+		arg.ActorIds,
+		arg.SourceAddrs,
+		arg.RequestIds,
+		arg.Details,
+	)
+	return err
+}

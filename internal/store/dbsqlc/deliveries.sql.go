@@ -148,6 +148,36 @@ func (q *Queries) DecideDelivery(ctx context.Context, db DBTX, arg DecideDeliver
 	return i, err
 }
 
+const deliveriesByKeys = `-- name: DeliveriesByKeys :many
+SELECT md.idempotency_key, md.id, md.status FROM mail_deliveries md WHERE md.idempotency_key = ANY($1::text[])
+`
+
+type DeliveriesByKeysRow struct {
+	IdempotencyKey string
+	ID             uuid.UUID
+	Status         string
+}
+
+func (q *Queries) DeliveriesByKeys(ctx context.Context, db DBTX, keys []string) ([]DeliveriesByKeysRow, error) {
+	rows, err := db.Query(ctx, deliveriesByKeys, keys)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []DeliveriesByKeysRow{}
+	for rows.Next() {
+		var i DeliveriesByKeysRow
+		if err := rows.Scan(&i.IdempotencyKey, &i.ID, &i.Status); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const finishDelivery = `-- name: FinishDelivery :exec
 UPDATE mail_deliveries
 SET status = $1, last_error = $2, smtp_message_id = $3, updated_at = $4::timestamptz,
@@ -266,6 +296,68 @@ func (q *Queries) GetDeliveryByKey(ctx context.Context, db DBTX, idempotencyKey 
 		&i.SourceEventID,
 	)
 	return i, err
+}
+
+const insertDeliveries = `-- name: InsertDeliveries :many
+INSERT INTO mail_deliveries (idempotency_key, user_id, template, locale, recipient, status, token_purpose,
+                             token_ttl_seconds, source_event_id, created_at, updated_at)
+SELECT x.key, x.user_id, $1, x.locale, x.recipient, x.status, $2,
+       $3, x.source_event_id, $4::timestamptz, $4::timestamptz
+FROM (
+    SELECT unnest($5::text[]) AS key, unnest($6::uuid[]) AS user_id, unnest($7::text[]) AS locale,
+           unnest($8::text[]) AS recipient, unnest($9::text[]) AS status,
+           unnest($10::text[]) AS source_event_id
+) x
+RETURNING id, idempotency_key
+`
+
+type InsertDeliveriesParams struct {
+	Template        string
+	TokenPurpose    *string
+	TokenTtlSeconds *int32
+	Now             time.Time
+	Keys            []string
+	UserIds         []uuid.UUID
+	Locales         []string
+	Recipients      []string
+	Statuses        []string
+	SourceEventIds  []string
+}
+
+type InsertDeliveriesRow struct {
+	ID             uuid.UUID
+	IdempotencyKey string
+}
+
+func (q *Queries) InsertDeliveries(ctx context.Context, db DBTX, arg InsertDeliveriesParams) ([]InsertDeliveriesRow, error) {
+	rows, err := db.Query(ctx, insertDeliveries,
+		arg.Template,
+		arg.TokenPurpose,
+		arg.TokenTtlSeconds,
+		arg.Now,
+		arg.Keys,
+		arg.UserIds,
+		arg.Locales,
+		arg.Recipients,
+		arg.Statuses,
+		arg.SourceEventIds,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []InsertDeliveriesRow{}
+	for rows.Next() {
+		var i InsertDeliveriesRow
+		if err := rows.Scan(&i.ID, &i.IdempotencyKey); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
 const insertDelivery = `-- name: InsertDelivery :one
@@ -394,4 +486,41 @@ func (q *Queries) NewerDeliveryExists(ctx context.Context, db DBTX, arg NewerDel
 	var exists bool
 	err := row.Scan(&exists)
 	return exists, err
+}
+
+const recentDeliveryCounts = `-- name: RecentDeliveryCounts :many
+SELECT md.user_id, count(*) AS n FROM mail_deliveries md
+WHERE md.user_id = ANY($1::uuid[]) AND md.template = $2 AND md.created_at > $3 AND md.status <> 'skipped'
+GROUP BY md.user_id
+`
+
+type RecentDeliveryCountsParams struct {
+	UserIds  []uuid.UUID
+	Template string
+	Since    time.Time
+}
+
+type RecentDeliveryCountsRow struct {
+	UserID *uuid.UUID
+	N      int64
+}
+
+func (q *Queries) RecentDeliveryCounts(ctx context.Context, db DBTX, arg RecentDeliveryCountsParams) ([]RecentDeliveryCountsRow, error) {
+	rows, err := db.Query(ctx, recentDeliveryCounts, arg.UserIds, arg.Template, arg.Since)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []RecentDeliveryCountsRow{}
+	for rows.Next() {
+		var i RecentDeliveryCountsRow
+		if err := rows.Scan(&i.UserID, &i.N); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }

@@ -349,6 +349,61 @@ func (q *Queries) LockUserWithDomain(ctx context.Context, db DBTX, id uuid.UUID)
 	return i, err
 }
 
+const lockUsersWithDomain = `-- name: LockUsersWithDomain :many
+SELECT u.id, u.domain_id, u.extension, u.login_name, u.email, u.first_name, u.last_name, u.locale, u.password_hash, u.password_changed_at, u.pin_hash, u.pin_changed_at, u.status, u.failed_logins, u.locked_until, u.rollout_phase, u.rollout_phase_at, u.created_at, u.updated_at, d.name AS domain_name
+FROM users u JOIN domains d ON d.id = u.domain_id
+WHERE u.id = ANY($1::uuid[])
+ORDER BY u.id
+FOR UPDATE OF u
+`
+
+type LockUsersWithDomainRow struct {
+	User       User
+	DomainName string
+}
+
+// Locks a batch's users in id order, so concurrent batches cannot deadlock.
+func (q *Queries) LockUsersWithDomain(ctx context.Context, db DBTX, ids []uuid.UUID) ([]LockUsersWithDomainRow, error) {
+	rows, err := db.Query(ctx, lockUsersWithDomain, ids)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []LockUsersWithDomainRow{}
+	for rows.Next() {
+		var i LockUsersWithDomainRow
+		if err := rows.Scan(
+			&i.User.ID,
+			&i.User.DomainID,
+			&i.User.Extension,
+			&i.User.LoginName,
+			&i.User.Email,
+			&i.User.FirstName,
+			&i.User.LastName,
+			&i.User.Locale,
+			&i.User.PasswordHash,
+			&i.User.PasswordChangedAt,
+			&i.User.PinHash,
+			&i.User.PinChangedAt,
+			&i.User.Status,
+			&i.User.FailedLogins,
+			&i.User.LockedUntil,
+			&i.User.RolloutPhase,
+			&i.User.RolloutPhaseAt,
+			&i.User.CreatedAt,
+			&i.User.UpdatedAt,
+			&i.DomainName,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const recordLoginFailure = `-- name: RecordLoginFailure :one
 WITH prev AS (
     SELECT users.id AS user_id,
@@ -437,6 +492,37 @@ func (q *Queries) UnlockUser(ctx context.Context, db DBTX, arg UnlockUserParams)
 		return 0, err
 	}
 	return result.RowsAffected(), nil
+}
+
+const unlockUsers = `-- name: UnlockUsers :many
+UPDATE users SET failed_logins = 0, locked_until = NULL, updated_at = $1::timestamptz
+WHERE id = ANY($2::uuid[]) AND locked_until IS NOT NULL
+RETURNING id
+`
+
+type UnlockUsersParams struct {
+	Now time.Time
+	Ids []uuid.UUID
+}
+
+func (q *Queries) UnlockUsers(ctx context.Context, db DBTX, arg UnlockUsersParams) ([]uuid.UUID, error) {
+	rows, err := db.Query(ctx, unlockUsers, arg.Now, arg.Ids)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []uuid.UUID{}
+	for rows.Next() {
+		var id uuid.UUID
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		items = append(items, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
 const updatePasswordHash = `-- name: UpdatePasswordHash :exec
