@@ -12,48 +12,19 @@ SELECT * FROM mail_deliveries WHERE idempotency_key = @idempotency_key;
 -- name: GetDelivery :one
 SELECT * FROM mail_deliveries WHERE id = @id;
 
--- A retry of an older delivery must not revoke the link of a newer one.
--- name: NewerDeliveryExists :one
-SELECT EXISTS (
-    SELECT 1 FROM mail_deliveries
-    WHERE user_id = @user_id AND token_purpose = @token_purpose AND created_at > @created_at
-      AND status IN ('queued', 'sending', 'sent')
-);
-
+-- Only the worker holding the claim (status sending, its attempt number)
+-- may record the outcome; one whose lease expired writes nothing.
 -- name: FinishDelivery :exec
 UPDATE mail_deliveries
 SET status = @status, last_error = @last_error, smtp_message_id = @smtp_message_id, updated_at = @now::timestamptz,
     sent_at = CASE WHEN @status = 'sent' THEN @now ELSE sent_at END
-WHERE id = @id;
+WHERE id = @id AND status = 'sending' AND attempts = @attempts;
 
 -- name: ListDeliveriesByUser :many
 SELECT * FROM mail_deliveries
 WHERE user_id = @user_id
 ORDER BY created_at DESC, id
 LIMIT @max_rows;
-
--- One statement, run under the user's lock, decides a delivery: the one an
--- earlier delivery of the same event recorded, or a new one, queued or (over
--- the per-account limit) skipped.
--- name: DecideDelivery :one
-WITH existing AS (
-    SELECT md.id, md.status FROM mail_deliveries md WHERE md.idempotency_key = @idempotency_key
-), recent AS (
-    SELECT count(*) AS n FROM mail_deliveries md
-    WHERE md.user_id = @user_id AND md.template = @template AND md.created_at > @since AND md.status <> 'skipped'
-), inserted AS (
-    INSERT INTO mail_deliveries (idempotency_key, user_id, template, locale, recipient, status, token_purpose,
-                                 token_ttl_seconds, source_event_id, created_at, updated_at)
-    SELECT @idempotency_key, @user_id, @template, @locale, @recipient,
-           CASE WHEN recent.n >= @max_recent::bigint THEN 'skipped' ELSE 'queued' END,
-           sqlc.narg(token_purpose), sqlc.narg(token_ttl_seconds), @source_event_id, @now::timestamptz, @now::timestamptz
-    FROM recent
-    WHERE NOT EXISTS (SELECT 1 FROM existing)
-    RETURNING id, status
-)
-SELECT id, status, true AS created FROM inserted
-UNION ALL
-SELECT id, status, false AS created FROM existing;
 
 -- Claims a delivery (see StartDeliveryAttempt) and reads its user in the
 -- same round trip.
@@ -65,6 +36,12 @@ WITH d AS (
     RETURNING *
 )
 SELECT d.id, d.user_id, d.template, d.locale, d.recipient, d.attempts, d.token_purpose, d.token_ttl_seconds, d.created_at,
+       -- Only the newest link of a user is valid: handled out of order, an
+       -- older email must not revoke the link of a newer one.
+       (d.token_purpose IS NOT NULL AND EXISTS (
+           SELECT 1 FROM mail_deliveries n
+           WHERE n.user_id = d.user_id AND n.token_purpose = d.token_purpose AND n.created_at > d.created_at
+             AND n.status IN ('queued', 'sending', 'sent'))) AS superseded,
        sqlc.embed(u), dom.name AS domain_name
 FROM d
 JOIN users u ON u.id = d.user_id
@@ -76,12 +53,13 @@ WITH f AS (
     UPDATE mail_deliveries
     SET status = @status, last_error = @last_error::text, smtp_message_id = @smtp_message_id, updated_at = @now::timestamptz,
         sent_at = CASE WHEN @status = 'sent' THEN @now::timestamptz ELSE sent_at END
-    WHERE mail_deliveries.id = @id
+    WHERE mail_deliveries.id = @id AND mail_deliveries.status = 'sending' AND mail_deliveries.attempts = @attempts
     RETURNING mail_deliveries.id, mail_deliveries.user_id, mail_deliveries.template, mail_deliveries.attempts
 )
 INSERT INTO audit_events (kind, user_id, domain_id, actor_kind, detail)
 SELECT @audit_kind, f.user_id, sqlc.narg(domain_id), 'system',
-       jsonb_build_object('delivery_id', f.id, 'template', f.template, 'attempts', f.attempts, 'error', @last_error::text)
+       jsonb_strip_nulls(jsonb_build_object('delivery_id', f.id, 'template', f.template, 'attempts', f.attempts,
+                                            'error', NULLIF(@last_error::text, '')))
 FROM f;
 
 -- name: DeliveriesByKeys :many

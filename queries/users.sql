@@ -73,18 +73,6 @@ RETURNING u.failed_logins, u.locked_until, (prev.failures + 1 = @threshold::inte
 -- name: RecordLoginSuccess :exec
 UPDATE users SET failed_logins = 0, locked_until = NULL WHERE id = @id AND (failed_logins <> 0 OR locked_until IS NOT NULL);
 
--- name: UnlockUser :execrows
-UPDATE users SET failed_logins = 0, locked_until = NULL, updated_at = @now::timestamptz
-WHERE id = @id AND locked_until IS NOT NULL;
-
-
--- Locks the user for the rest of the transaction and reads it: the
--- decisions made under the lock see every decision made before it.
--- name: LockUserWithDomain :one
-SELECT sqlc.embed(u), d.name AS domain_name
-FROM users u JOIN domains d ON d.id = u.domain_id
-WHERE u.id = @id
-FOR UPDATE OF u;
 
 -- Locks a batch's users in id order, so concurrent batches cannot deadlock.
 -- name: LockUsersWithDomain :many

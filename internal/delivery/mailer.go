@@ -87,9 +87,14 @@ func (m *Mailer) Handle(ctx context.Context, e events.Event) error {
 		var err error
 		// A delivery whose user was deleted has no row to join: it is not
 		// claimed and notClaimed finds out why.
-		d, u, err = m.store.ClaimDelivery(ctx, tx, req.DeliveryID, now, now.Add(-m.cfg.ClaimLease))
+		var superseded bool
+		d, u, superseded, err = m.store.ClaimDelivery(ctx, tx, req.DeliveryID, now, now.Add(-m.cfg.ClaimLease))
 		if err != nil {
 			return err
+		}
+		if superseded {
+			skip = "a newer email of the same kind was requested"
+			return nil
 		}
 		if u.Status != "active" {
 			skip = "the account is disabled"
@@ -97,18 +102,6 @@ func (m *Mailer) Handle(ctx context.Context, e events.Event) error {
 		}
 		if d.TokenPurpose == nil {
 			return nil
-		}
-		if d.Attempts > 1 {
-			// Only the newest link of a user is valid: a late retry of an
-			// older email must not revoke the link of a newer one.
-			newer, err := m.store.NewerDeliveryExists(ctx, tx, d)
-			if err != nil {
-				return err
-			}
-			if newer {
-				skip = "a newer email of the same kind was requested"
-				return nil
-			}
 		}
 		var hash [32]byte
 		if token, hash, err = credential.NewToken(); err != nil {
@@ -125,12 +118,12 @@ func (m *Mailer) Handle(ctx context.Context, e events.Event) error {
 	}
 	if skip != "" {
 		log.Info().Str("reason", skip).Msg("delivery skipped")
-		return m.finish(ctx, d.ID, "skipped", skip, "")
+		return m.finish(ctx, d, "skipped", skip, "")
 	}
 
 	msg, err := m.compose(d, u, token)
 	if err != nil {
-		return m.fail(ctx, d, events.Permanent(err))
+		return m.fail(ctx, d, u, events.Permanent(err))
 	}
 	// The send is not cut short by the handler's deadline: interrupted after
 	// the data went out, it would be retried and arrive twice. The sender's
@@ -139,8 +132,8 @@ func (m *Mailer) Handle(ctx context.Context, e events.Event) error {
 	if sendErr == nil {
 		// From here on the email is out: nothing may return an error that
 		// makes a redelivery send it again.
-		if err := m.finishAudited(ctx, d.ID, "sent", "", msg.MessageID, audit.MailSent, &u.DomainID); err != nil {
-			log.Error().Err(err).Msg("email sent but not recorded as sent; its delivery stays claimed and is not resent")
+		if err := m.finishAudited(ctx, d, "sent", "", msg.MessageID, audit.MailSent, &u.DomainID); err != nil {
+			log.Error().Err(err).Msg("email sent but not recorded as sent for the whole claim lease; a later request for this delivery may send it again")
 		}
 		m.publishOutcome(ctx, events.TypeMailDelivered, d, "")
 		log.Info().Str("template", d.Template).Int("attempt", d.Attempts).Msg("mail sent")
@@ -149,13 +142,13 @@ func (m *Mailer) Handle(ctx context.Context, e events.Event) error {
 	attempt, maxAttempts := events.Attempt(ctx)
 	final := d.Attempts >= m.cfg.MaxAttempts || (maxAttempts > 0 && attempt >= maxAttempts)
 	if mailer.Temporary(sendErr) && !final {
-		if err := m.finish(ctx, d.ID, "queued", sendErr.Error(), ""); err != nil {
+		if err := m.finish(ctx, d, "queued", sendErr.Error(), ""); err != nil {
 			// Still claimed: the retry waits for the lease instead of racing.
 			log.Warn().Err(err).Msg("record failed attempt")
 		}
 		return fmt.Errorf("send delivery %s: %w", d.ID, sendErr)
 	}
-	return m.fail(ctx, d, events.Permanent(fmt.Errorf("send delivery %s: %w", d.ID, sendErr)))
+	return m.fail(ctx, d, u, events.Permanent(fmt.Errorf("send delivery %s: %w", d.ID, sendErr)))
 }
 
 // notClaimed decides what a mail.requested whose delivery could not be
@@ -178,40 +171,41 @@ func (m *Mailer) notClaimed(ctx context.Context, id uuid.UUID) error {
 
 // finish records an attempt's outcome that needs no audit event (queued
 // for a retry, skipped).
-func (m *Mailer) finish(ctx context.Context, id uuid.UUID, status, lastError, messageID string) error {
-	return persist(ctx, func(ctx context.Context) error {
-		return m.store.FinishDelivery(ctx, id, status, lastError, messageID, m.now())
+func (m *Mailer) finish(ctx context.Context, d store.Delivery, status, lastError, messageID string) error {
+	return m.persist(ctx, func(ctx context.Context) error {
+		return m.store.FinishDelivery(ctx, d.ID, d.Attempts, status, lastError, messageID, m.now())
 	})
 }
 
 // finishAudited records a final outcome with its audit event.
-func (m *Mailer) finishAudited(ctx context.Context, id uuid.UUID, status, lastError, messageID, auditKind string, domainID *uuid.UUID) error {
-	return persist(ctx, func(ctx context.Context) error {
-		return m.store.FinishDeliveryAudited(ctx, id, status, lastError, messageID, auditKind, domainID, m.now())
+func (m *Mailer) finishAudited(ctx context.Context, d store.Delivery, status, lastError, messageID, auditKind string, domainID *uuid.UUID) error {
+	return m.persist(ctx, func(ctx context.Context) error {
+		return m.store.FinishDeliveryAudited(ctx, d.ID, d.Attempts, status, lastError, messageID, auditKind, domainID, m.now())
 	})
 }
 
-// persist runs write without giving up when the request is cancelled or the
-// database blips: after an SMTP 250 an unrecorded send is worse than a slow
-// one.
-func persist(ctx context.Context, write func(context.Context) error) error {
+// persist runs write, retrying through cancellation and database outages
+// for as long as the claim lease lasts: after an SMTP 250, recording it is
+// what stops a later request for the same delivery from sending it again.
+func (m *Mailer) persist(ctx context.Context, write func(context.Context) error) error {
 	ctx = context.WithoutCancel(ctx)
-	var err error
-	for wait := 100 * time.Millisecond; wait <= 3200*time.Millisecond; wait *= 2 {
+	deadline := time.Now().Add(m.cfg.ClaimLease)
+	wait := 100 * time.Millisecond
+	for {
 		attemptCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err = write(attemptCtx)
+		err := write(attemptCtx)
 		cancel()
-		if err == nil {
-			return nil
+		if err == nil || time.Now().Add(wait).After(deadline) {
+			return err
 		}
 		time.Sleep(wait)
+		wait = min(2*wait, 5*time.Second)
 	}
-	return err
 }
 
 // fail records a delivery that will not be sent and kills its link.
-func (m *Mailer) fail(ctx context.Context, d store.Delivery, cause error) error {
-	if err := m.finishAudited(ctx, d.ID, "failed", cause.Error(), "", audit.MailFailed, nil); err != nil {
+func (m *Mailer) fail(ctx context.Context, d store.Delivery, u store.User, cause error) error {
+	if err := m.finishAudited(ctx, d, "failed", cause.Error(), "", audit.MailFailed, &u.DomainID); err != nil {
 		return err
 	}
 	if err := m.store.RevokeDeliveryToken(context.WithoutCancel(ctx), d.ID, m.now()); err != nil {

@@ -444,3 +444,30 @@ func TestBatchRunner(t *testing.T) {
 		t.Fatalf("dead letters = %v, %v; want the failing and the panicking event", letters, err)
 	}
 }
+
+// A runner whose consumer disappears while it was not asked to stop must
+// fail, so the process exits and is restarted instead of idling.
+func TestRunFailsWhenItsConsumerIsDeleted(t *testing.T) {
+	h := newHarness(t)
+	c := h.consumer(t, "mailer", 3, events.TypeMailRequested)
+	r := events.NewRunner(c, func(context.Context, events.Event) error { return nil }, h.store, nil, h.log,
+		events.RunnerConfig{Consumer: "mailer", MaxDeliver: 3})
+	done := make(chan error, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { done <- r.Run(ctx) }()
+	time.Sleep(200 * time.Millisecond)
+	if err := h.stream.DeleteConsumer(context.Background(), "mailer"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("Run returned nil after its consumer was deleted")
+		}
+	case <-time.After(15 * time.Second):
+		cancel()
+		<-done
+		t.Fatal("Run kept running without a consumer")
+	}
+}

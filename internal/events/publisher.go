@@ -35,7 +35,7 @@ func (p *Publisher) Publish(ctx context.Context, e Event) (duplicate bool, err e
 	}
 	ack, err := p.js.PublishMsg(ctx, msg, jetstream.WithMsgID(e.ID), jetstream.WithExpectStream(StreamName))
 	if err != nil {
-		return false, fmt.Errorf("publish %s %s: %w: %w", e.Type, e.ID, ErrUnavailable, err)
+		return false, publishError(e, err)
 	}
 	return ack.Duplicate, nil
 }
@@ -69,7 +69,7 @@ func (p *Publisher) PublishAll(ctx context.Context, evs []Event) []error {
 		}
 		futures[i], err = p.js.PublishMsgAsync(msg, jetstream.WithMsgID(e.ID), jetstream.WithExpectStream(StreamName))
 		if err != nil {
-			errs[i] = fmt.Errorf("publish %s %s: %w: %w", e.Type, e.ID, ErrUnavailable, err)
+			errs[i] = publishError(e, err)
 		}
 	}
 	for i, f := range futures {
@@ -79,10 +79,25 @@ func (p *Publisher) PublishAll(ctx context.Context, evs []Event) []error {
 		select {
 		case <-f.Ok():
 		case err := <-f.Err():
-			errs[i] = fmt.Errorf("publish %s %s: %w: %w", evs[i].Type, evs[i].ID, ErrUnavailable, err)
+			errs[i] = publishError(evs[i], err)
 		case <-ctx.Done():
-			errs[i] = fmt.Errorf("publish %s %s: %w: %w", evs[i].Type, evs[i].ID, ErrUnavailable, ctx.Err())
+			errs[i] = publishError(evs[i], ctx.Err())
 		}
 	}
 	return errs
+}
+
+// publishError marks the failures that mean "NATS is not answering right
+// now" as ErrUnavailable; the caller's own cancellation stays what it is.
+func publishError(e Event, err error) error {
+	if errors.Is(err, context.Canceled) {
+		return fmt.Errorf("publish %s %s: %w", e.Type, e.ID, err)
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrConnectionReconnecting) ||
+		errors.Is(err, nats.ErrReconnectBufExceeded) || errors.Is(err, nats.ErrDisconnected) ||
+		errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, jetstream.ErrAsyncPublishTimeout) {
+		return fmt.Errorf("publish %s %s: %w: %w", e.Type, e.ID, ErrUnavailable, err)
+	}
+	return fmt.Errorf("publish %s %s: %w", e.Type, e.ID, err)
 }

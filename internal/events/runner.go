@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
@@ -181,10 +180,12 @@ func (r *Runner) Run(ctx context.Context) error {
 		if err != nil {
 			<-slots
 			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				break
-			}
-			if errors.Is(err, nats.ErrConnectionClosed) {
-				runErr = fmt.Errorf("consume %s: %w", r.cfg.Consumer, err)
+				if ctx.Err() == nil {
+					// Not asked to stop: the consumer was deleted or the
+					// connection closed for good. Fail loudly so the process
+					// exits and is restarted, rather than idle forever.
+					runErr = fmt.Errorf("consume %s: %w", r.cfg.Consumer, err)
+				}
 				break
 			}
 			// Missed heartbeats and the like: the iterator recovers by itself.

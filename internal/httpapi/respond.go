@@ -38,6 +38,9 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		p = newProblem(http.StatusForbidden, "forbidden", "This admin key is limited to another domain.")
 	case errors.Is(err, store.ErrNotFound):
 		p = newProblem(http.StatusNotFound, "not_found", "The resource does not exist.")
+	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+		// The client went away; nobody reads this answer.
+		p = newProblem(499, "client_closed_request", "The client closed the request.")
 	case errors.Is(err, events.ErrUnavailable) || errors.Is(err, store.ErrUnavailable):
 		logger(r.Context()).Warn().Err(err).Str("path", r.URL.Path).Msg("dependency unavailable")
 		p = newProblem(http.StatusServiceUnavailable, "unavailable", "The service is briefly unavailable. Please try again in a few seconds.")
@@ -46,9 +49,6 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		p = newProblem(http.StatusBadRequest, "invalid_input", "A value in the request cannot be stored or searched (for example, it contains a NUL character).")
 	case errors.Is(err, store.ErrConflict):
 		p = newProblem(http.StatusConflict, "conflict", "The resource already exists.")
-	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
-		// The client went away; nobody reads this answer.
-		p = newProblem(499, "client_closed_request", "The client closed the request.")
 	default:
 		logger(r.Context()).Error().Err(err).Str("path", r.URL.Path).Msg("request failed")
 		p = newProblem(http.StatusInternalServerError, "internal_error", "Something went wrong; the request id identifies it in the logs.")

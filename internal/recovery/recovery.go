@@ -210,7 +210,13 @@ func (s *Service) HandleResetRequested(ctx context.Context, items []events.Item)
 			continue
 		}
 		if data.UserID == nil {
-			u, err := s.Resolve(ctx, data.Identifier)
+			identifier, ok := CleanIdentifier(data.Identifier)
+			if !ok {
+				// A backend published something no account can be named by.
+				errs[i] = s.unresolved(ctx, ErrAccountNotFound, data.Meta)
+				continue
+			}
+			u, err := s.Resolve(ctx, identifier)
 			if err != nil {
 				errs[i] = s.unresolved(ctx, err, data.Meta)
 				continue
@@ -248,10 +254,12 @@ func (s *Service) HandleResetRequested(ctx context.Context, items []events.Item)
 			return err
 		}
 		// Decide in event order, so several requests for one user in a batch
-		// count against its limit one after another.
+		// count against its limit one after another. Only a user's newest
+		// link is valid, so a later request in the batch supersedes an
+		// earlier queued one: that email would arrive with a dead link.
 		var fresh []store.NewDelivery
 		var audits []store.AuditEvent
-		var queuedUsers []uuid.UUID
+		lastQueued := map[uuid.UUID]int{} // user → index in fresh
 		for _, r := range reqs {
 			u, ok := users[r.userID]
 			if !ok || u.Status != "active" {
@@ -264,15 +272,27 @@ func (s *Service) HandleResetRequested(ctx context.Context, items []events.Item)
 			status := "queued"
 			if counts[u.ID] >= s.cfg.RateLimitPerAccount.Count {
 				status = "skipped"
-				audits = append(audits, audit.Event(audit.ResetSuppressed, &u.ID, &u.DomainID, r.meta, map[string]any{"event_id": r.eventID}))
+				audits = append(audits, audit.Event(audit.ResetSuppressed, &u.ID, &u.DomainID, r.meta,
+					map[string]any{"event_id": r.eventID, "reason": "rate_limit"}))
 			} else {
 				counts[u.ID]++
-				queuedUsers = append(queuedUsers, u.ID)
+				if prev, ok := lastQueued[u.ID]; ok {
+					fresh[prev].Status = "skipped"
+					existing[fresh[prev].IdempotencyKey] = store.Decision{Status: "skipped", Created: true}
+					counts[u.ID]--
+					audits = append(audits, audit.Event(audit.ResetSuppressed, &u.ID, &u.DomainID, r.meta,
+						map[string]any{"event_id": fresh[prev].SourceEventID, "reason": "superseded"}))
+				}
+				lastQueued[u.ID] = len(fresh)
 			}
 			existing[r.key] = store.Decision{Status: status, Created: true}
 			fresh = append(fresh, store.NewDelivery{
 				IdempotencyKey: r.key, UserID: u.ID, Locale: u.Locale, Recipient: u.Email, SourceEventID: r.eventID, Status: status,
 			})
+		}
+		var queuedUsers []uuid.UUID
+		for id := range lastQueued {
+			queuedUsers = append(queuedUsers, id)
 		}
 		inserted := map[string]uuid.UUID{}
 		if len(fresh) > 0 {

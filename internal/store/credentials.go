@@ -82,22 +82,6 @@ func (s *Store) RecordLoginSuccess(ctx context.Context, userID uuid.UUID) error 
 	return translate("record login success", s.q.RecordLoginSuccess(ctx, s.pool, userID))
 }
 
-// LockUserWithDomain reads the user and locks its row until tx ends, so
-// the decisions made about it in tx see every decision made before.
-func (s *Store) LockUserWithDomain(ctx context.Context, tx pgx.Tx, id uuid.UUID) (User, error) {
-	row, err := s.q.LockUserWithDomain(ctx, tx, id)
-	if err != nil {
-		return User{}, translate("lock user", err)
-	}
-	return userFromRow(row.User, row.DomainName), nil
-}
-
-// UnlockUser clears a lock; it reports whether the account was locked.
-func (s *Store) UnlockUser(ctx context.Context, tx pgx.Tx, userID uuid.UUID, now time.Time) (bool, error) {
-	n, err := s.q.UnlockUser(ctx, s.on(tx), dbsqlc.UnlockUserParams{ID: userID, Now: now})
-	return n > 0, translate("unlock user", err)
-}
-
 // TokenInfo describes a live or just-consumed token.
 type TokenInfo struct {
 	ID        uuid.UUID
@@ -254,48 +238,31 @@ type Decision struct {
 	Created bool
 }
 
-// DecideDelivery records, once per idempotency key, a delivery that is queued
-// unless the user had maxRecent deliveries of the template since since (then
-// skipped). Call it in tx with the user locked (LockUserWithDomain).
-func (s *Store) DecideDelivery(ctx context.Context, tx pgx.Tx, d NewDelivery, since time.Time, maxRecent int, now time.Time) (Decision, error) {
-	p := dbsqlc.DecideDeliveryParams{
-		IdempotencyKey: d.IdempotencyKey, UserID: &d.UserID, Template: d.Template, Since: since, Locale: d.Locale,
-		Recipient: d.Recipient, MaxRecent: int64(maxRecent), SourceEventID: d.SourceEventID, Now: now,
-	}
-	if d.TokenPurpose != "" {
-		ttl := int32(d.TokenTTL / time.Second)
-		p.TokenPurpose, p.TokenTtlSeconds = &d.TokenPurpose, &ttl
-	}
-	row, err := s.q.DecideDelivery(ctx, tx, p)
-	if err != nil {
-		return Decision{}, translate("decide delivery", err)
-	}
-	return Decision{ID: row.ID, Status: row.Status, Created: row.Created}, nil
-}
-
 // ClaimDelivery claims a delivery for one sending attempt and reads its
 // user: a queued delivery, or one whose previous claim is older than
 // staleBefore (its worker died). ErrNotFound otherwise.
-func (s *Store) ClaimDelivery(ctx context.Context, tx pgx.Tx, id uuid.UUID, now, staleBefore time.Time) (Delivery, User, error) {
+// Superseded reports that a newer delivery with a link of the same kind
+// exists for the user.
+func (s *Store) ClaimDelivery(ctx context.Context, tx pgx.Tx, id uuid.UUID, now, staleBefore time.Time) (d Delivery, u User, superseded bool, err error) {
 	row, err := s.q.ClaimDelivery(ctx, tx, dbsqlc.ClaimDeliveryParams{ID: id, Now: now, StaleBefore: staleBefore})
 	if err != nil {
-		return Delivery{}, User{}, translate("claim delivery", err)
+		return Delivery{}, User{}, false, translate("claim delivery", err)
 	}
-	d := Delivery{
+	d = Delivery{
 		ID: row.ID, UserID: row.UserID, Template: row.Template, Locale: row.Locale, Recipient: row.Recipient,
 		Status: "sending", Attempts: int(row.Attempts), TokenPurpose: row.TokenPurpose, CreatedAt: row.CreatedAt,
 	}
 	if row.TokenTtlSeconds != nil {
 		d.TokenTTL = time.Duration(*row.TokenTtlSeconds) * time.Second
 	}
-	return d, userFromRow(row.User, row.DomainName), nil
+	return d, userFromRow(row.User, row.DomainName), row.Superseded != nil && *row.Superseded, nil
 }
 
 // FinishDeliveryAudited records a final outcome (sent or failed) and its
 // audit event (auditKind) in one statement.
-func (s *Store) FinishDeliveryAudited(ctx context.Context, id uuid.UUID, status, lastError, messageID, auditKind string, domainID *uuid.UUID, now time.Time) error {
+func (s *Store) FinishDeliveryAudited(ctx context.Context, id uuid.UUID, attempt int, status, lastError, messageID, auditKind string, domainID *uuid.UUID, now time.Time) error {
 	err := s.q.FinishDeliveryAudited(ctx, s.pool, dbsqlc.FinishDeliveryAuditedParams{
-		ID: id, Status: status, LastError: lastError, SmtpMessageID: messageID, AuditKind: auditKind, DomainID: domainID, Now: now,
+		ID: id, Attempts: int32(attempt), Status: status, LastError: lastError, SmtpMessageID: messageID, AuditKind: auditKind, DomainID: domainID, Now: now,
 	})
 	return translate("finish delivery", err)
 }
@@ -309,23 +276,12 @@ func (s *Store) Delivery(ctx context.Context, id uuid.UUID) (Delivery, error) {
 	return deliveryFromRow(row), nil
 }
 
-// NewerDeliveryExists reports whether the user has a delivery of the same
-// token purpose decided after d.
-func (s *Store) NewerDeliveryExists(ctx context.Context, tx pgx.Tx, d Delivery) (bool, error) {
-	if d.UserID == nil || d.TokenPurpose == nil {
-		return false, nil
-	}
-	ok, err := s.q.NewerDeliveryExists(ctx, s.on(tx), dbsqlc.NewerDeliveryExistsParams{
-		UserID: d.UserID, TokenPurpose: d.TokenPurpose, CreatedAt: d.CreatedAt,
-	})
-	return ok, translate("look for newer delivery", err)
-}
-
-// FinishDelivery records an attempt's outcome: status is queued (will retry),
-// sent, failed or skipped.
-func (s *Store) FinishDelivery(ctx context.Context, id uuid.UUID, status, lastError, messageID string, now time.Time) error {
+// FinishDelivery records the outcome of attempt: status is queued (will
+// retry), sent, failed or skipped. A worker whose claim was taken over
+// (another attempt since) writes nothing.
+func (s *Store) FinishDelivery(ctx context.Context, id uuid.UUID, attempt int, status, lastError, messageID string, now time.Time) error {
 	err := s.q.FinishDelivery(ctx, s.pool, dbsqlc.FinishDeliveryParams{
-		ID: id, Status: status, LastError: lastError, SmtpMessageID: messageID, Now: now,
+		ID: id, Attempts: int32(attempt), Status: status, LastError: lastError, SmtpMessageID: messageID, Now: now,
 	})
 	return translate("finish delivery", err)
 }

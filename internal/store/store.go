@@ -75,9 +75,10 @@ func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 // Ping checks the database answers.
 func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
 
-// InTx runs fn in one transaction, committed when fn returns nil.
+// InTx runs fn in one transaction, committed when fn returns nil. A failed
+// begin or commit is translated like a failed query.
 func (s *Store) InTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
-	return pgx.BeginFunc(ctx, s.pool, fn)
+	return translate("transaction", pgx.BeginFunc(ctx, s.pool, fn))
 }
 
 // on runs a query in tx when there is one, else on the pool.
@@ -88,7 +89,8 @@ func (s *Store) on(tx pgx.Tx) dbsqlc.DBTX {
 	return s.pool
 }
 
-// translate maps driver errors to the package's errors.
+// translate maps driver errors to the package's errors. Errors that are
+// already the package's (or the caller's own) pass through unchanged.
 func translate(op string, err error) error {
 	if err == nil {
 		return nil
@@ -96,18 +98,31 @@ func translate(op string, err error) error {
 	if errors.Is(err, pgx.ErrNoRows) {
 		return fmt.Errorf("%s: %w", op, ErrNotFound)
 	}
-	var connectErr *pgconn.ConnectError
-	var netErr net.Error
-	if errors.As(err, &connectErr) || pgconn.SafeToRetry(err) || errors.As(err, &netErr) ||
-		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-		return fmt.Errorf("%s: %w: %w", op, ErrUnavailable, err)
+	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrConflict) || errors.Is(err, ErrUnavailable) || errors.Is(err, ErrInvalidInput) {
+		return err
+	}
+	// A deadline or a cancellation is the caller's, not an outage.
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return fmt.Errorf("%s: %w", op, err)
 	}
 	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "23505" {
-		return fmt.Errorf("%s: %w", op, &ConflictError{Constraint: pgErr.ConstraintName})
+	if errors.As(err, &pgErr) {
+		switch {
+		case pgErr.Code == "23505":
+			return fmt.Errorf("%s: %w", op, &ConflictError{Constraint: pgErr.ConstraintName})
+		case pgErr.Code == "22021" || pgErr.Code == "22P05":
+			// Invalid byte sequence (a NUL in text): the input's fault.
+			return fmt.Errorf("%s: %w: %w", op, ErrInvalidInput, err)
+		case strings.HasPrefix(pgErr.Code, "08") || pgErr.Code == "57P01" || pgErr.Code == "57P02" || pgErr.Code == "57P03":
+			// Connection failures, and the server shutting down or starting.
+			return fmt.Errorf("%s: %w: %w", op, ErrUnavailable, err)
+		}
+		return fmt.Errorf("%s: %w", op, err)
 	}
-	if errors.As(err, &pgErr) && strings.HasPrefix(pgErr.Code, "22") {
-		return fmt.Errorf("%s: %w: %w", op, ErrInvalidInput, err)
+	var connectErr *pgconn.ConnectError
+	var opErr *net.OpError
+	if errors.As(err, &connectErr) || errors.As(err, &opErr) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		return fmt.Errorf("%s: %w: %w", op, ErrUnavailable, err)
 	}
 	return fmt.Errorf("%s: %w", op, err)
 }

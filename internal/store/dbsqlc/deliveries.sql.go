@@ -20,6 +20,12 @@ WITH d AS (
     RETURNING id, idempotency_key, user_id, template, locale, recipient, status, attempts, last_error, smtp_message_id, created_at, updated_at, sent_at, token_purpose, token_ttl_seconds, source_event_id
 )
 SELECT d.id, d.user_id, d.template, d.locale, d.recipient, d.attempts, d.token_purpose, d.token_ttl_seconds, d.created_at,
+       -- Only the newest link of a user is valid: handled out of order, an
+       -- older email must not revoke the link of a newer one.
+       (d.token_purpose IS NOT NULL AND EXISTS (
+           SELECT 1 FROM mail_deliveries n
+           WHERE n.user_id = d.user_id AND n.token_purpose = d.token_purpose AND n.created_at > d.created_at
+             AND n.status IN ('queued', 'sending', 'sent'))) AS superseded,
        u.id, u.domain_id, u.extension, u.login_name, u.email, u.first_name, u.last_name, u.locale, u.password_hash, u.password_changed_at, u.pin_hash, u.pin_changed_at, u.status, u.failed_logins, u.locked_until, u.rollout_phase, u.rollout_phase_at, u.created_at, u.updated_at, dom.name AS domain_name
 FROM d
 JOIN users u ON u.id = d.user_id
@@ -42,6 +48,7 @@ type ClaimDeliveryRow struct {
 	TokenPurpose    *string
 	TokenTtlSeconds *int32
 	CreatedAt       time.Time
+	Superseded      *bool
 	User            User
 	DomainName      string
 }
@@ -61,6 +68,7 @@ func (q *Queries) ClaimDelivery(ctx context.Context, db DBTX, arg ClaimDeliveryP
 		&i.TokenPurpose,
 		&i.TokenTtlSeconds,
 		&i.CreatedAt,
+		&i.Superseded,
 		&i.User.ID,
 		&i.User.DomainID,
 		&i.User.Extension,
@@ -82,69 +90,6 @@ func (q *Queries) ClaimDelivery(ctx context.Context, db DBTX, arg ClaimDeliveryP
 		&i.User.UpdatedAt,
 		&i.DomainName,
 	)
-	return i, err
-}
-
-const decideDelivery = `-- name: DecideDelivery :one
-WITH existing AS (
-    SELECT md.id, md.status FROM mail_deliveries md WHERE md.idempotency_key = $1
-), recent AS (
-    SELECT count(*) AS n FROM mail_deliveries md
-    WHERE md.user_id = $2 AND md.template = $3 AND md.created_at > $4 AND md.status <> 'skipped'
-), inserted AS (
-    INSERT INTO mail_deliveries (idempotency_key, user_id, template, locale, recipient, status, token_purpose,
-                                 token_ttl_seconds, source_event_id, created_at, updated_at)
-    SELECT $1, $2, $3, $5, $6,
-           CASE WHEN recent.n >= $7::bigint THEN 'skipped' ELSE 'queued' END,
-           $8, $9, $10, $11::timestamptz, $11::timestamptz
-    FROM recent
-    WHERE NOT EXISTS (SELECT 1 FROM existing)
-    RETURNING id, status
-)
-SELECT id, status, true AS created FROM inserted
-UNION ALL
-SELECT id, status, false AS created FROM existing
-`
-
-type DecideDeliveryParams struct {
-	IdempotencyKey  string
-	UserID          *uuid.UUID
-	Template        string
-	Since           time.Time
-	Locale          string
-	Recipient       string
-	MaxRecent       int64
-	TokenPurpose    *string
-	TokenTtlSeconds *int32
-	SourceEventID   string
-	Now             time.Time
-}
-
-type DecideDeliveryRow struct {
-	ID      uuid.UUID
-	Status  string
-	Created bool
-}
-
-// One statement, run under the user's lock, decides a delivery: the one an
-// earlier delivery of the same event recorded, or a new one, queued or (over
-// the per-account limit) skipped.
-func (q *Queries) DecideDelivery(ctx context.Context, db DBTX, arg DecideDeliveryParams) (DecideDeliveryRow, error) {
-	row := db.QueryRow(ctx, decideDelivery,
-		arg.IdempotencyKey,
-		arg.UserID,
-		arg.Template,
-		arg.Since,
-		arg.Locale,
-		arg.Recipient,
-		arg.MaxRecent,
-		arg.TokenPurpose,
-		arg.TokenTtlSeconds,
-		arg.SourceEventID,
-		arg.Now,
-	)
-	var i DecideDeliveryRow
-	err := row.Scan(&i.ID, &i.Status, &i.Created)
 	return i, err
 }
 
@@ -182,7 +127,7 @@ const finishDelivery = `-- name: FinishDelivery :exec
 UPDATE mail_deliveries
 SET status = $1, last_error = $2, smtp_message_id = $3, updated_at = $4::timestamptz,
     sent_at = CASE WHEN $1 = 'sent' THEN $4 ELSE sent_at END
-WHERE id = $5
+WHERE id = $5 AND status = 'sending' AND attempts = $6
 `
 
 type FinishDeliveryParams struct {
@@ -191,8 +136,11 @@ type FinishDeliveryParams struct {
 	SmtpMessageID string
 	Now           time.Time
 	ID            uuid.UUID
+	Attempts      int32
 }
 
+// Only the worker holding the claim (status sending, its attempt number)
+// may record the outcome; one whose lease expired writes nothing.
 func (q *Queries) FinishDelivery(ctx context.Context, db DBTX, arg FinishDeliveryParams) error {
 	_, err := db.Exec(ctx, finishDelivery,
 		arg.Status,
@@ -200,6 +148,7 @@ func (q *Queries) FinishDelivery(ctx context.Context, db DBTX, arg FinishDeliver
 		arg.SmtpMessageID,
 		arg.Now,
 		arg.ID,
+		arg.Attempts,
 	)
 	return err
 }
@@ -209,12 +158,13 @@ WITH f AS (
     UPDATE mail_deliveries
     SET status = $4, last_error = $3::text, smtp_message_id = $5, updated_at = $6::timestamptz,
         sent_at = CASE WHEN $4 = 'sent' THEN $6::timestamptz ELSE sent_at END
-    WHERE mail_deliveries.id = $7
+    WHERE mail_deliveries.id = $7 AND mail_deliveries.status = 'sending' AND mail_deliveries.attempts = $8
     RETURNING mail_deliveries.id, mail_deliveries.user_id, mail_deliveries.template, mail_deliveries.attempts
 )
 INSERT INTO audit_events (kind, user_id, domain_id, actor_kind, detail)
 SELECT $1, f.user_id, $2, 'system',
-       jsonb_build_object('delivery_id', f.id, 'template', f.template, 'attempts', f.attempts, 'error', $3::text)
+       jsonb_strip_nulls(jsonb_build_object('delivery_id', f.id, 'template', f.template, 'attempts', f.attempts,
+                                            'error', NULLIF($3::text, '')))
 FROM f
 `
 
@@ -226,6 +176,7 @@ type FinishDeliveryAuditedParams struct {
 	SmtpMessageID string
 	Now           time.Time
 	ID            uuid.UUID
+	Attempts      int32
 }
 
 // Records an attempt's outcome and its audit event in one statement.
@@ -238,6 +189,7 @@ func (q *Queries) FinishDeliveryAudited(ctx context.Context, db DBTX, arg Finish
 		arg.SmtpMessageID,
 		arg.Now,
 		arg.ID,
+		arg.Attempts,
 	)
 	return err
 }
@@ -464,28 +416,6 @@ func (q *Queries) ListDeliveriesByUser(ctx context.Context, db DBTX, arg ListDel
 		return nil, err
 	}
 	return items, nil
-}
-
-const newerDeliveryExists = `-- name: NewerDeliveryExists :one
-SELECT EXISTS (
-    SELECT 1 FROM mail_deliveries
-    WHERE user_id = $1 AND token_purpose = $2 AND created_at > $3
-      AND status IN ('queued', 'sending', 'sent')
-)
-`
-
-type NewerDeliveryExistsParams struct {
-	UserID       *uuid.UUID
-	TokenPurpose *string
-	CreatedAt    time.Time
-}
-
-// A retry of an older delivery must not revoke the link of a newer one.
-func (q *Queries) NewerDeliveryExists(ctx context.Context, db DBTX, arg NewerDeliveryExistsParams) (bool, error) {
-	row := db.QueryRow(ctx, newerDeliveryExists, arg.UserID, arg.TokenPurpose, arg.CreatedAt)
-	var exists bool
-	err := row.Scan(&exists)
-	return exists, err
 }
 
 const recentDeliveryCounts = `-- name: RecentDeliveryCounts :many

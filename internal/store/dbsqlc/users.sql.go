@@ -307,48 +307,6 @@ func (q *Queries) ListUsers(ctx context.Context, db DBTX, arg ListUsersParams) (
 	return items, nil
 }
 
-const lockUserWithDomain = `-- name: LockUserWithDomain :one
-SELECT u.id, u.domain_id, u.extension, u.login_name, u.email, u.first_name, u.last_name, u.locale, u.password_hash, u.password_changed_at, u.pin_hash, u.pin_changed_at, u.status, u.failed_logins, u.locked_until, u.rollout_phase, u.rollout_phase_at, u.created_at, u.updated_at, d.name AS domain_name
-FROM users u JOIN domains d ON d.id = u.domain_id
-WHERE u.id = $1
-FOR UPDATE OF u
-`
-
-type LockUserWithDomainRow struct {
-	User       User
-	DomainName string
-}
-
-// Locks the user for the rest of the transaction and reads it: the
-// decisions made under the lock see every decision made before it.
-func (q *Queries) LockUserWithDomain(ctx context.Context, db DBTX, id uuid.UUID) (LockUserWithDomainRow, error) {
-	row := db.QueryRow(ctx, lockUserWithDomain, id)
-	var i LockUserWithDomainRow
-	err := row.Scan(
-		&i.User.ID,
-		&i.User.DomainID,
-		&i.User.Extension,
-		&i.User.LoginName,
-		&i.User.Email,
-		&i.User.FirstName,
-		&i.User.LastName,
-		&i.User.Locale,
-		&i.User.PasswordHash,
-		&i.User.PasswordChangedAt,
-		&i.User.PinHash,
-		&i.User.PinChangedAt,
-		&i.User.Status,
-		&i.User.FailedLogins,
-		&i.User.LockedUntil,
-		&i.User.RolloutPhase,
-		&i.User.RolloutPhaseAt,
-		&i.User.CreatedAt,
-		&i.User.UpdatedAt,
-		&i.DomainName,
-	)
-	return i, err
-}
-
 const lockUsersWithDomain = `-- name: LockUsersWithDomain :many
 SELECT u.id, u.domain_id, u.extension, u.login_name, u.email, u.first_name, u.last_name, u.locale, u.password_hash, u.password_changed_at, u.pin_hash, u.pin_changed_at, u.status, u.failed_logins, u.locked_until, u.rollout_phase, u.rollout_phase_at, u.created_at, u.updated_at, d.name AS domain_name
 FROM users u JOIN domains d ON d.id = u.domain_id
@@ -474,24 +432,6 @@ type SetPasswordHashParams struct {
 func (q *Queries) SetPasswordHash(ctx context.Context, db DBTX, arg SetPasswordHashParams) error {
 	_, err := db.Exec(ctx, setPasswordHash, arg.PasswordHash, arg.Now, arg.ID)
 	return err
-}
-
-const unlockUser = `-- name: UnlockUser :execrows
-UPDATE users SET failed_logins = 0, locked_until = NULL, updated_at = $1::timestamptz
-WHERE id = $2 AND locked_until IS NOT NULL
-`
-
-type UnlockUserParams struct {
-	Now time.Time
-	ID  uuid.UUID
-}
-
-func (q *Queries) UnlockUser(ctx context.Context, db DBTX, arg UnlockUserParams) (int64, error) {
-	result, err := db.Exec(ctx, unlockUser, arg.Now, arg.ID)
-	if err != nil {
-		return 0, err
-	}
-	return result.RowsAffected(), nil
 }
 
 const unlockUsers = `-- name: UnlockUsers :many
