@@ -26,12 +26,14 @@ WHERE user_id = @user_id
 ORDER BY created_at DESC, id
 LIMIT @max_rows;
 
--- Claims a delivery (see StartDeliveryAttempt) and reads its user in the
--- same round trip.
--- name: ClaimDelivery :one
+-- Claims deliveries for one attempt each: queued ones, or ones left
+-- "sending" by a worker that died (claimed before stale_before); and reads
+-- their users in the same round trip. Deliveries being sent, finished or
+-- unknown are not returned.
+-- name: ClaimDeliveries :many
 WITH d AS (
     UPDATE mail_deliveries SET status = 'sending', attempts = attempts + 1, updated_at = @now::timestamptz
-    WHERE mail_deliveries.id = @id
+    WHERE mail_deliveries.id = ANY(@ids::uuid[])
       AND (mail_deliveries.status = 'queued' OR (mail_deliveries.status = 'sending' AND mail_deliveries.updated_at < @stale_before::timestamptz))
     RETURNING *
 )

@@ -25,3 +25,15 @@ RETURNING id, user_id, purpose;
 -- name: RevokeTokenByDelivery :exec
 UPDATE tokens SET revoked_at = @now::timestamptz
 WHERE delivery_id = @delivery_id AND consumed_at IS NULL AND revoked_at IS NULL;
+
+-- Only the newest token of a user and purpose is valid: revokes the live
+-- ones of each (user, purpose) pair before a batch of new ones is inserted.
+-- name: RevokeLiveTokensOf :exec
+UPDATE tokens SET revoked_at = @now::timestamptz
+WHERE consumed_at IS NULL AND revoked_at IS NULL
+  AND (user_id, purpose) IN (SELECT unnest(@user_ids::uuid[]), unnest(@purposes::text[]));
+
+-- name: InsertTokens :exec
+INSERT INTO tokens (user_id, purpose, token_hash, created_at, expires_at, delivery_id)
+SELECT unnest(@user_ids::uuid[]), unnest(@purposes::text[]), unnest(@hashes::bytea[]), @now::timestamptz,
+       unnest(@expires_at::timestamptz[]), unnest(@delivery_ids::uuid[]);

@@ -296,10 +296,11 @@ func (a *App) Handlers() (Handlers, error) {
 		PublicBaseURL: a.Config.PublicBaseURL, FromName: a.Config.MailFromName, FromAddress: a.Config.MailFromAddress,
 		MaxAttempts: a.Config.EventMaxDeliver,
 		ClaimLease:  2*a.Config.EventAckWait + time.Minute,
+		Concurrency: a.Config.SMTPPool,
 	}, a.Store, a.sender, a.catalog, a.publisher, a.now)
 	return Handlers{
 		events.TypeResetRequested:  a.recovery.HandleResetRequested,
-		events.TypeMailRequested:   events.One(m.Handle),
+		events.TypeMailRequested:   m.Handle,
 		events.TypePasswordChanged: events.One(delivery.NewNotifier(a.Store, a.requester).Handle),
 	}, nil
 }
@@ -350,8 +351,7 @@ func (a *App) RunWorkers(ctx context.Context, roles []Role, handlers Handlers) e
 		concurrency := 16
 		switch role {
 		case RoleMailer:
-			// A handler waiting for an SMTP connection burns its deadline.
-			concurrency = a.Config.SMTPPool
+			concurrency = 2 // batches in flight; each sends SMTP_POOL emails at once
 		case RoleTokens:
 			concurrency = 4 // batches in flight
 		}

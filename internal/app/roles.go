@@ -103,12 +103,14 @@ func (h Handlers) dispatch(ctx context.Context, items []events.Item) []error {
 	return errs
 }
 
-// batchSize is how many events a role takes at once. The tokens worker
-// decides a whole batch in one transaction; the mailer sends one email per
-// handler, as many at once as it has SMTP connections.
+// batchSize is how many events a role takes at once: the tokens worker
+// decides a batch in one transaction, the mailer claims one in one.
 func batchSize(r Role) int {
-	if r == RoleTokens {
+	switch r {
+	case RoleTokens:
 		return 64
+	case RoleMailer:
+		return 32
 	}
 	return 1
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -32,6 +33,9 @@ type MailerConfig struct {
 	// MaxAttempts is the consumer's MaxDeliver: the attempt that reaches it
 	// marks the delivery failed.
 	MaxAttempts int
+	// Concurrency is how many emails of a batch are sent at once: the SMTP
+	// pool's size.
+	Concurrency int
 	// ClaimLease is how long a claimed delivery belongs to the worker that
 	// claimed it. A redelivered event finding it younger waits; older, its
 	// worker is taken to have died and the delivery is claimed again. Keep
@@ -63,65 +67,113 @@ type MailOutcome struct {
 	Error      string     `json:"error,omitempty"`
 }
 
-// Handle sends one delivery. The delivery row is the idempotency record: a
-// delivery already sent or failed is not sent again, however often its
-// event is redelivered, and one being sent is left to the worker sending it.
-// The link's token is minted here, at send time, in the transaction that
-// claims the attempt: it exists in clear only in this process's memory and
-// in the email, and a retry mints a fresh one (which revokes the unsent one).
-func (m *Mailer) Handle(ctx context.Context, e events.Event) error {
-	var req MailRequested
-	if err := e.DecodeData(&req); err != nil {
-		return err
+// Handle sends a batch of deliveries. The delivery rows are the
+// idempotency record: a delivery already sent or failed is not sent again,
+// however often its event is redelivered, and one being sent is left to the
+// worker sending it. The links' tokens are minted here, at send time, in the
+// one transaction that claims the batch: a token exists in clear only in
+// this process's memory and in its email, and a retry mints a fresh one
+// (which revokes the unsent one). The emails then go out concurrently, as
+// many at once as the SMTP pool has connections.
+func (m *Mailer) Handle(ctx context.Context, items []events.Item) []error {
+	errs := make([]error, len(items))
+	ids := make([]uuid.UUID, 0, len(items))
+	for i, it := range items {
+		var req MailRequested
+		if err := it.Event.DecodeData(&req); err != nil {
+			errs[i] = err
+			continue
+		}
+		if req.DeliveryID == uuid.Nil {
+			errs[i] = events.Permanent(errors.New("mail.requested without delivery_id"))
+			continue
+		}
+		ids = append(ids, req.DeliveryID)
 	}
-	if req.DeliveryID == uuid.Nil {
-		return events.Permanent(errors.New("mail.requested without delivery_id"))
+	claims, err := m.claim(ctx, ids)
+	var slots = make(chan struct{}, max(1, m.cfg.Concurrency))
+	var wg sync.WaitGroup
+	for i, it := range items {
+		if errs[i] != nil {
+			continue
+		}
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		var req MailRequested
+		_ = it.Event.DecodeData(&req)
+		c, ok := claims[req.DeliveryID]
+		slots <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+			if !ok {
+				errs[i] = m.notClaimed(ctx, req.DeliveryID)
+				return
+			}
+			errs[i] = m.deliver(ctx, it.Attempt, c)
+		}()
 	}
-	log := zerolog.Ctx(ctx).With().Str("delivery_id", req.DeliveryID.String()).Logger()
+	wg.Wait()
+	return errs
+}
+
+// claim is one claim for the batch.
+type claim struct {
+	store.Claimed
+	token string
+	skip  string
+}
+
+// claim claims the deliveries and mints their links' tokens in one
+// transaction.
+func (m *Mailer) claim(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]claim, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
 	now := m.now()
-	var d store.Delivery
-	var u store.User
-	var token string
-	var skip string
+	out := map[uuid.UUID]claim{}
 	err := m.store.InTx(ctx, func(tx pgx.Tx) error {
-		var err error
-		// A delivery whose user was deleted has no row to join: it is not
-		// claimed and notClaimed finds out why.
-		var superseded bool
-		d, u, superseded, err = m.store.ClaimDelivery(ctx, tx, req.DeliveryID, now, now.Add(-m.cfg.ClaimLease))
+		claimed, err := m.store.ClaimDeliveries(ctx, tx, ids, now, now.Add(-m.cfg.ClaimLease))
 		if err != nil {
 			return err
 		}
-		if superseded {
-			skip = "a newer email of the same kind was requested"
-			return nil
+		var grants []store.TokenGrant
+		for id, c := range claimed {
+			cl := claim{Claimed: c}
+			d := c.Delivery
+			switch {
+			case c.Superseded:
+				cl.skip = "a newer email of the same kind was requested"
+			case c.User.Status != "active":
+				cl.skip = "the account is disabled"
+			case d.TokenPurpose != nil:
+				var hash [32]byte
+				if cl.token, hash, err = credential.NewToken(); err != nil {
+					return err
+				}
+				grants = append(grants, store.TokenGrant{
+					UserID: c.User.ID, Purpose: *d.TokenPurpose, Hash: hash[:], ExpiresAt: now.Add(d.TokenTTL), DeliveryID: d.ID,
+				})
+			}
+			out[id] = cl
 		}
-		if u.Status != "active" {
-			skip = "the account is disabled"
-			return nil
-		}
-		if d.TokenPurpose == nil {
-			return nil
-		}
-		var hash [32]byte
-		if token, hash, err = credential.NewToken(); err != nil {
-			return err
-		}
-		_, err = m.store.IssueToken(ctx, tx, u.ID, *d.TokenPurpose, hash[:], now, now.Add(d.TokenTTL), &d.ID)
-		return err
+		return m.store.IssueTokens(ctx, tx, grants, now)
 	})
-	if errors.Is(err, store.ErrNotFound) {
-		return m.notClaimed(ctx, req.DeliveryID)
-	}
-	if err != nil {
-		return err
-	}
-	if skip != "" {
-		log.Info().Str("reason", skip).Msg("delivery skipped")
-		return m.finish(ctx, d, "skipped", skip, "")
-	}
+	return out, err
+}
 
-	msg, err := m.compose(d, u, token)
+// deliver sends one claimed delivery and records the outcome.
+func (m *Mailer) deliver(ctx context.Context, attempt int, c claim) error {
+	d, u := c.Delivery, c.User
+	log := zerolog.Ctx(ctx).With().Str("delivery_id", d.ID.String()).Int("attempt", attempt).Logger()
+	if c.skip != "" {
+		log.Info().Str("reason", c.skip).Msg("delivery skipped")
+		return m.finish(ctx, d, "skipped", c.skip, "")
+	}
+	msg, err := m.compose(d, u, c.token)
 	if err != nil {
 		return m.fail(ctx, d, u, events.Permanent(err))
 	}
@@ -136,11 +188,10 @@ func (m *Mailer) Handle(ctx context.Context, e events.Event) error {
 			log.Error().Err(err).Msg("email sent but not recorded as sent for the whole claim lease; a later request for this delivery may send it again")
 		}
 		m.publishOutcome(ctx, events.TypeMailDelivered, d, "")
-		log.Info().Str("template", d.Template).Int("attempt", d.Attempts).Msg("mail sent")
+		log.Info().Str("template", d.Template).Msg("mail sent")
 		return nil
 	}
-	attempt, maxAttempts := events.Attempt(ctx)
-	final := d.Attempts >= m.cfg.MaxAttempts || (maxAttempts > 0 && attempt >= maxAttempts)
+	final := d.Attempts >= m.cfg.MaxAttempts || attempt >= m.cfg.MaxAttempts
 	if mailer.Temporary(sendErr) && !final {
 		if err := m.finish(ctx, d, "queued", sendErr.Error(), ""); err != nil {
 			// Still claimed: the retry waits for the lease instead of racing.

@@ -238,24 +238,67 @@ type Decision struct {
 	Created bool
 }
 
-// ClaimDelivery claims a delivery for one sending attempt and reads its
-// user: a queued delivery, or one whose previous claim is older than
-// staleBefore (its worker died). ErrNotFound otherwise.
-// Superseded reports that a newer delivery with a link of the same kind
-// exists for the user.
-func (s *Store) ClaimDelivery(ctx context.Context, tx pgx.Tx, id uuid.UUID, now, staleBefore time.Time) (d Delivery, u User, superseded bool, err error) {
-	row, err := s.q.ClaimDelivery(ctx, tx, dbsqlc.ClaimDeliveryParams{ID: id, Now: now, StaleBefore: staleBefore})
+// Claimed is a delivery claimed for one attempt, with its user. Superseded
+// reports that a newer delivery with a link of the same kind exists.
+type Claimed struct {
+	Delivery   Delivery
+	User       User
+	Superseded bool
+}
+
+// ClaimDeliveries claims deliveries for one attempt each: queued ones, or
+// ones whose previous claim is older than staleBefore (their worker died).
+// The others (being sent, finished, unknown) are absent from the result.
+func (s *Store) ClaimDeliveries(ctx context.Context, tx pgx.Tx, ids []uuid.UUID, now, staleBefore time.Time) (map[uuid.UUID]Claimed, error) {
+	rows, err := s.q.ClaimDeliveries(ctx, tx, dbsqlc.ClaimDeliveriesParams{Ids: ids, Now: now, StaleBefore: staleBefore})
 	if err != nil {
-		return Delivery{}, User{}, false, translate("claim delivery", err)
+		return nil, translate("claim deliveries", err)
 	}
-	d = Delivery{
-		ID: row.ID, UserID: row.UserID, Template: row.Template, Locale: row.Locale, Recipient: row.Recipient,
-		Status: "sending", Attempts: int(row.Attempts), TokenPurpose: row.TokenPurpose, CreatedAt: row.CreatedAt,
+	out := make(map[uuid.UUID]Claimed, len(rows))
+	for _, row := range rows {
+		d := Delivery{
+			ID: row.ID, UserID: row.UserID, Template: row.Template, Locale: row.Locale, Recipient: row.Recipient,
+			Status: "sending", Attempts: int(row.Attempts), TokenPurpose: row.TokenPurpose, CreatedAt: row.CreatedAt,
+		}
+		if row.TokenTtlSeconds != nil {
+			d.TokenTTL = time.Duration(*row.TokenTtlSeconds) * time.Second
+		}
+		out[row.ID] = Claimed{Delivery: d, User: userFromRow(row.User, row.DomainName), Superseded: row.Superseded != nil && *row.Superseded}
 	}
-	if row.TokenTtlSeconds != nil {
-		d.TokenTTL = time.Duration(*row.TokenTtlSeconds) * time.Second
+	return out, nil
+}
+
+// TokenGrant is a token to store for a delivery.
+type TokenGrant struct {
+	UserID     uuid.UUID
+	Purpose    string
+	Hash       []byte
+	ExpiresAt  time.Time
+	DeliveryID uuid.UUID
+}
+
+// IssueTokens revokes the live tokens of each grant's user and purpose and
+// stores the new ones, in tx. At most one grant per user and purpose.
+func (s *Store) IssueTokens(ctx context.Context, tx pgx.Tx, grants []TokenGrant, now time.Time) error {
+	if len(grants) == 0 {
+		return nil
 	}
-	return d, userFromRow(row.User, row.DomainName), row.Superseded != nil && *row.Superseded, nil
+	var revoke dbsqlc.RevokeLiveTokensOfParams
+	insert := dbsqlc.InsertTokensParams{Now: now}
+	revoke.Now = now
+	for _, g := range grants {
+		revoke.UserIds = append(revoke.UserIds, g.UserID)
+		revoke.Purposes = append(revoke.Purposes, g.Purpose)
+		insert.UserIds = append(insert.UserIds, g.UserID)
+		insert.Purposes = append(insert.Purposes, g.Purpose)
+		insert.Hashes = append(insert.Hashes, g.Hash)
+		insert.ExpiresAt = append(insert.ExpiresAt, g.ExpiresAt)
+		insert.DeliveryIds = append(insert.DeliveryIds, g.DeliveryID)
+	}
+	if err := s.q.RevokeLiveTokensOf(ctx, tx, revoke); err != nil {
+		return translate("revoke live tokens", err)
+	}
+	return translate("insert tokens", s.q.InsertTokens(ctx, tx, insert))
 }
 
 // FinishDeliveryAudited records a final outcome (sent or failed) and its

@@ -12,10 +12,10 @@ import (
 	"github.com/google/uuid"
 )
 
-const claimDelivery = `-- name: ClaimDelivery :one
+const claimDeliveries = `-- name: ClaimDeliveries :many
 WITH d AS (
     UPDATE mail_deliveries SET status = 'sending', attempts = attempts + 1, updated_at = $1::timestamptz
-    WHERE mail_deliveries.id = $2
+    WHERE mail_deliveries.id = ANY($2::uuid[])
       AND (mail_deliveries.status = 'queued' OR (mail_deliveries.status = 'sending' AND mail_deliveries.updated_at < $3::timestamptz))
     RETURNING id, idempotency_key, user_id, template, locale, recipient, status, attempts, last_error, smtp_message_id, created_at, updated_at, sent_at, token_purpose, token_ttl_seconds, source_event_id
 )
@@ -32,13 +32,13 @@ JOIN users u ON u.id = d.user_id
 JOIN domains dom ON dom.id = u.domain_id
 `
 
-type ClaimDeliveryParams struct {
+type ClaimDeliveriesParams struct {
 	Now         time.Time
-	ID          uuid.UUID
+	Ids         []uuid.UUID
 	StaleBefore time.Time
 }
 
-type ClaimDeliveryRow struct {
+type ClaimDeliveriesRow struct {
 	ID              uuid.UUID
 	UserID          *uuid.UUID
 	Template        string
@@ -53,44 +53,59 @@ type ClaimDeliveryRow struct {
 	DomainName      string
 }
 
-// Claims a delivery (see StartDeliveryAttempt) and reads its user in the
-// same round trip.
-func (q *Queries) ClaimDelivery(ctx context.Context, db DBTX, arg ClaimDeliveryParams) (ClaimDeliveryRow, error) {
-	row := db.QueryRow(ctx, claimDelivery, arg.Now, arg.ID, arg.StaleBefore)
-	var i ClaimDeliveryRow
-	err := row.Scan(
-		&i.ID,
-		&i.UserID,
-		&i.Template,
-		&i.Locale,
-		&i.Recipient,
-		&i.Attempts,
-		&i.TokenPurpose,
-		&i.TokenTtlSeconds,
-		&i.CreatedAt,
-		&i.Superseded,
-		&i.User.ID,
-		&i.User.DomainID,
-		&i.User.Extension,
-		&i.User.LoginName,
-		&i.User.Email,
-		&i.User.FirstName,
-		&i.User.LastName,
-		&i.User.Locale,
-		&i.User.PasswordHash,
-		&i.User.PasswordChangedAt,
-		&i.User.PinHash,
-		&i.User.PinChangedAt,
-		&i.User.Status,
-		&i.User.FailedLogins,
-		&i.User.LockedUntil,
-		&i.User.RolloutPhase,
-		&i.User.RolloutPhaseAt,
-		&i.User.CreatedAt,
-		&i.User.UpdatedAt,
-		&i.DomainName,
-	)
-	return i, err
+// Claims deliveries for one attempt each: queued ones, or ones left
+// "sending" by a worker that died (claimed before stale_before); and reads
+// their users in the same round trip. Deliveries being sent, finished or
+// unknown are not returned.
+func (q *Queries) ClaimDeliveries(ctx context.Context, db DBTX, arg ClaimDeliveriesParams) ([]ClaimDeliveriesRow, error) {
+	rows, err := db.Query(ctx, claimDeliveries, arg.Now, arg.Ids, arg.StaleBefore)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []ClaimDeliveriesRow{}
+	for rows.Next() {
+		var i ClaimDeliveriesRow
+		if err := rows.Scan(
+			&i.ID,
+			&i.UserID,
+			&i.Template,
+			&i.Locale,
+			&i.Recipient,
+			&i.Attempts,
+			&i.TokenPurpose,
+			&i.TokenTtlSeconds,
+			&i.CreatedAt,
+			&i.Superseded,
+			&i.User.ID,
+			&i.User.DomainID,
+			&i.User.Extension,
+			&i.User.LoginName,
+			&i.User.Email,
+			&i.User.FirstName,
+			&i.User.LastName,
+			&i.User.Locale,
+			&i.User.PasswordHash,
+			&i.User.PasswordChangedAt,
+			&i.User.PinHash,
+			&i.User.PinChangedAt,
+			&i.User.Status,
+			&i.User.FailedLogins,
+			&i.User.LockedUntil,
+			&i.User.RolloutPhase,
+			&i.User.RolloutPhaseAt,
+			&i.User.CreatedAt,
+			&i.User.UpdatedAt,
+			&i.DomainName,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
 const deliveriesByKeys = `-- name: DeliveriesByKeys :many

@@ -103,6 +103,33 @@ func (q *Queries) InsertToken(ctx context.Context, db DBTX, arg InsertTokenParam
 	return id, err
 }
 
+const insertTokens = `-- name: InsertTokens :exec
+INSERT INTO tokens (user_id, purpose, token_hash, created_at, expires_at, delivery_id)
+SELECT unnest($1::uuid[]), unnest($2::text[]), unnest($3::bytea[]), $4::timestamptz,
+       unnest($5::timestamptz[]), unnest($6::uuid[])
+`
+
+type InsertTokensParams struct {
+	UserIds     []uuid.UUID
+	Purposes    []string
+	Hashes      [][]byte
+	Now         time.Time
+	ExpiresAt   []time.Time
+	DeliveryIds []uuid.UUID
+}
+
+func (q *Queries) InsertTokens(ctx context.Context, db DBTX, arg InsertTokensParams) error {
+	_, err := db.Exec(ctx, insertTokens,
+		arg.UserIds,
+		arg.Purposes,
+		arg.Hashes,
+		arg.Now,
+		arg.ExpiresAt,
+		arg.DeliveryIds,
+	)
+	return err
+}
+
 const revokeLiveTokens = `-- name: RevokeLiveTokens :exec
 UPDATE tokens SET revoked_at = $1::timestamptz
 WHERE user_id = $2 AND purpose = ANY($3::text[]) AND consumed_at IS NULL AND revoked_at IS NULL
@@ -117,6 +144,25 @@ type RevokeLiveTokensParams struct {
 // Only the newest token of a user and purpose is valid.
 func (q *Queries) RevokeLiveTokens(ctx context.Context, db DBTX, arg RevokeLiveTokensParams) error {
 	_, err := db.Exec(ctx, revokeLiveTokens, arg.Now, arg.UserID, arg.Purposes)
+	return err
+}
+
+const revokeLiveTokensOf = `-- name: RevokeLiveTokensOf :exec
+UPDATE tokens SET revoked_at = $1::timestamptz
+WHERE consumed_at IS NULL AND revoked_at IS NULL
+  AND (user_id, purpose) IN (SELECT unnest($2::uuid[]), unnest($3::text[]))
+`
+
+type RevokeLiveTokensOfParams struct {
+	Now      time.Time
+	UserIds  []uuid.UUID
+	Purposes []string
+}
+
+// Only the newest token of a user and purpose is valid: revokes the live
+// ones of each (user, purpose) pair before a batch of new ones is inserted.
+func (q *Queries) RevokeLiveTokensOf(ctx context.Context, db DBTX, arg RevokeLiveTokensOfParams) error {
+	_, err := db.Exec(ctx, revokeLiveTokensOf, arg.Now, arg.UserIds, arg.Purposes)
 	return err
 }
 
