@@ -12,14 +12,6 @@ SELECT * FROM mail_deliveries WHERE idempotency_key = @idempotency_key;
 -- name: GetDelivery :one
 SELECT * FROM mail_deliveries WHERE id = @id;
 
--- Only the worker holding the claim (status sending, its attempt number)
--- may record the outcome; one whose lease expired writes nothing.
--- name: FinishDelivery :exec
-UPDATE mail_deliveries
-SET status = @status, last_error = @last_error, smtp_message_id = @smtp_message_id, updated_at = @now::timestamptz,
-    sent_at = CASE WHEN @status = 'sent' THEN @now ELSE sent_at END
-WHERE id = @id AND status = 'sending' AND attempts = @attempts;
-
 -- name: ListDeliveriesByUser :many
 SELECT * FROM mail_deliveries
 WHERE user_id = @user_id
@@ -49,21 +41,6 @@ FROM d
 JOIN users u ON u.id = d.user_id
 JOIN domains dom ON dom.id = u.domain_id;
 
--- Records an attempt's outcome and its audit event in one statement.
--- name: FinishDeliveryAudited :exec
-WITH f AS (
-    UPDATE mail_deliveries
-    SET status = @status, last_error = @last_error::text, smtp_message_id = @smtp_message_id, updated_at = @now::timestamptz,
-        sent_at = CASE WHEN @status = 'sent' THEN @now::timestamptz ELSE sent_at END
-    WHERE mail_deliveries.id = @id AND mail_deliveries.status = 'sending' AND mail_deliveries.attempts = @attempts
-    RETURNING mail_deliveries.id, mail_deliveries.user_id, mail_deliveries.template, mail_deliveries.attempts
-)
-INSERT INTO audit_events (kind, user_id, domain_id, actor_kind, detail)
-SELECT @audit_kind, f.user_id, sqlc.narg(domain_id), 'system',
-       jsonb_strip_nulls(jsonb_build_object('delivery_id', f.id, 'template', f.template, 'attempts', f.attempts,
-                                            'error', NULLIF(@last_error::text, '')))
-FROM f;
-
 -- name: DeliveriesByKeys :many
 SELECT md.idempotency_key, md.id, md.status FROM mail_deliveries md WHERE md.idempotency_key = ANY(@keys::text[]);
 
@@ -83,3 +60,25 @@ FROM (
            unnest(@source_event_ids::text[]) AS source_event_id
 ) x
 RETURNING id, idempotency_key;
+
+-- Records a batch's outcomes, each fenced like FinishDeliveryAudited, with
+-- an audit event for those given an audit kind ('' for none).
+-- name: FinishDeliveries :exec
+WITH x AS (
+    SELECT unnest(@ids::uuid[]) AS id, unnest(@attempts::integer[]) AS attempts, unnest(@statuses::text[]) AS status,
+           unnest(@last_errors::text[]) AS last_error, unnest(@message_ids::text[]) AS message_id,
+           unnest(@audit_kinds::text[]) AS audit_kind, unnest(@domain_ids::uuid[]) AS domain_id
+), f AS (
+    UPDATE mail_deliveries md
+    SET status = x.status, last_error = x.last_error, smtp_message_id = x.message_id, updated_at = @now::timestamptz,
+        sent_at = CASE WHEN x.status = 'sent' THEN @now::timestamptz ELSE md.sent_at END
+    FROM x
+    WHERE md.id = x.id AND md.status = 'sending' AND md.attempts = x.attempts
+    RETURNING md.id, md.user_id, md.template, md.attempts, x.audit_kind, x.domain_id, x.last_error
+)
+INSERT INTO audit_events (kind, user_id, domain_id, actor_kind, detail)
+SELECT f.audit_kind, f.user_id, NULLIF(f.domain_id, '00000000-0000-0000-0000-000000000000'::uuid), 'system',
+       jsonb_strip_nulls(jsonb_build_object('delivery_id', f.id, 'template', f.template, 'attempts', f.attempts,
+                                            'error', NULLIF(f.last_error, '')))
+FROM f
+WHERE f.audit_kind <> '';

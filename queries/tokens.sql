@@ -37,3 +37,7 @@ WHERE consumed_at IS NULL AND revoked_at IS NULL
 INSERT INTO tokens (user_id, purpose, token_hash, created_at, expires_at, delivery_id)
 SELECT unnest(@user_ids::uuid[]), unnest(@purposes::text[]), unnest(@hashes::bytea[]), @now::timestamptz,
        unnest(@expires_at::timestamptz[]), unnest(@delivery_ids::uuid[]);
+
+-- name: RevokeTokensOfDeliveries :exec
+UPDATE tokens SET revoked_at = @now::timestamptz
+WHERE delivery_id = ANY(@delivery_ids::uuid[]) AND consumed_at IS NULL AND revoked_at IS NULL;

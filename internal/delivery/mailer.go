@@ -91,7 +91,8 @@ func (m *Mailer) Handle(ctx context.Context, items []events.Item) []error {
 		ids = append(ids, req.DeliveryID)
 	}
 	claims, err := m.claim(ctx, ids)
-	var slots = make(chan struct{}, max(1, m.cfg.Concurrency))
+	slots := make(chan struct{}, max(1, m.cfg.Concurrency))
+	outcomes := make([]*outcome, len(items))
 	var wg sync.WaitGroup
 	for i, it := range items {
 		if errs[i] != nil {
@@ -113,11 +114,62 @@ func (m *Mailer) Handle(ctx context.Context, items []events.Item) []error {
 				errs[i] = m.notClaimed(ctx, req.DeliveryID)
 				return
 			}
-			errs[i] = m.deliver(ctx, it.Attempt, c)
+			outcomes[i], errs[i] = m.deliver(ctx, it.Attempt, c)
 		}()
 	}
 	wg.Wait()
+	m.record(ctx, outcomes)
 	return errs
+}
+
+// outcome is what one attempt did, recorded with the rest of its batch.
+type outcome struct {
+	store.Outcome
+	delivery store.Delivery
+	event    string // mail.delivered or mail.failed; "" for none
+}
+
+// record writes a batch's outcomes in one statement, revokes the links of
+// failed deliveries and publishes the outcome events. After SMTP 250s,
+// recording them is what stops a later request for the same delivery from
+// sending it again, so the write is retried for the whole claim lease.
+func (m *Mailer) record(ctx context.Context, outcomes []*outcome) {
+	var rows []store.Outcome
+	var failed []uuid.UUID
+	var evs []events.Event
+	for _, o := range outcomes {
+		if o == nil {
+			continue
+		}
+		rows = append(rows, o.Outcome)
+		if o.Status == "failed" {
+			failed = append(failed, o.ID)
+		}
+		if o.event != "" {
+			d := o.delivery
+			e, err := events.New(Source, o.event, d.ID.String(),
+				MailOutcome{DeliveryID: d.ID, UserID: d.UserID, Template: d.Template, Attempts: d.Attempts, Error: o.LastError}, m.now())
+			if err == nil {
+				e.ID = o.event + ":" + d.ID.String()
+				evs = append(evs, e)
+			}
+		}
+	}
+	log := zerolog.Ctx(ctx)
+	if err := m.persist(ctx, func(ctx context.Context) error { return m.store.FinishDeliveries(ctx, rows, m.now()) }); err != nil {
+		log.Error().Err(err).Int("deliveries", len(rows)).
+			Msg("outcomes not recorded for the whole claim lease; a later request for a sent delivery may send it again")
+		return
+	}
+	if err := m.store.RevokeTokensOfDeliveries(context.WithoutCancel(ctx), failed, m.now()); err != nil {
+		log.Warn().Err(err).Msg("revoke links of failed deliveries")
+	}
+	// Outcome events inform; the delivery rows are the record.
+	for i, err := range m.publisher.PublishAll(context.WithoutCancel(ctx), evs) {
+		if err != nil {
+			log.Warn().Err(err).Str("event_id", evs[i].ID).Msg("publish mail outcome")
+		}
+	}
 }
 
 // claim is one claim for the batch.
@@ -165,41 +217,41 @@ func (m *Mailer) claim(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]clai
 	return out, err
 }
 
-// deliver sends one claimed delivery and records the outcome.
-func (m *Mailer) deliver(ctx context.Context, attempt int, c claim) error {
+// deliver sends one claimed delivery and says what to record.
+func (m *Mailer) deliver(ctx context.Context, attempt int, c claim) (*outcome, error) {
 	d, u := c.Delivery, c.User
+	o := &outcome{Outcome: store.Outcome{ID: d.ID, Attempt: d.Attempts}, delivery: d}
 	log := zerolog.Ctx(ctx).With().Str("delivery_id", d.ID.String()).Int("attempt", attempt).Logger()
 	if c.skip != "" {
 		log.Info().Str("reason", c.skip).Msg("delivery skipped")
-		return m.finish(ctx, d, "skipped", c.skip, "")
+		o.Status, o.LastError = "skipped", c.skip
+		return o, nil
+	}
+	failed := func(cause error) (*outcome, error) {
+		o.Status, o.LastError, o.AuditKind, o.DomainID, o.event = "failed", cause.Error(), audit.MailFailed, &u.DomainID, events.TypeMailFailed
+		return o, cause
 	}
 	msg, err := m.compose(d, u, c.token)
 	if err != nil {
-		return m.fail(ctx, d, u, events.Permanent(err))
+		return failed(events.Permanent(err))
 	}
 	// The send is not cut short by the handler's deadline: interrupted after
 	// the data went out, it would be retried and arrive twice. The sender's
 	// own timeout bounds it.
 	sendErr := m.sender.Send(context.WithoutCancel(ctx), msg)
 	if sendErr == nil {
-		// From here on the email is out: nothing may return an error that
-		// makes a redelivery send it again.
-		if err := m.finishAudited(ctx, d, "sent", "", msg.MessageID, audit.MailSent, &u.DomainID); err != nil {
-			log.Error().Err(err).Msg("email sent but not recorded as sent for the whole claim lease; a later request for this delivery may send it again")
-		}
-		m.publishOutcome(ctx, events.TypeMailDelivered, d, "")
 		log.Info().Str("template", d.Template).Msg("mail sent")
-		return nil
+		o.Status, o.MessageID, o.AuditKind, o.DomainID, o.event = "sent", msg.MessageID, audit.MailSent, &u.DomainID, events.TypeMailDelivered
+		return o, nil
 	}
 	final := d.Attempts >= m.cfg.MaxAttempts || attempt >= m.cfg.MaxAttempts
 	if mailer.Temporary(sendErr) && !final {
-		if err := m.finish(ctx, d, "queued", sendErr.Error(), ""); err != nil {
-			// Still claimed: the retry waits for the lease instead of racing.
-			log.Warn().Err(err).Msg("record failed attempt")
-		}
-		return fmt.Errorf("send delivery %s: %w", d.ID, sendErr)
+		// Queued again; until recorded, the delivery stays claimed and a
+		// retry waits for the lease instead of racing.
+		o.Status, o.LastError = "queued", sendErr.Error()
+		return o, fmt.Errorf("send delivery %s: %w", d.ID, sendErr)
 	}
-	return m.fail(ctx, d, u, events.Permanent(fmt.Errorf("send delivery %s: %w", d.ID, sendErr)))
+	return failed(events.Permanent(fmt.Errorf("send delivery %s: %w", d.ID, sendErr)))
 }
 
 // notClaimed decides what a mail.requested whose delivery could not be
@@ -220,21 +272,6 @@ func (m *Mailer) notClaimed(ctx context.Context, id uuid.UUID) error {
 	return nil
 }
 
-// finish records an attempt's outcome that needs no audit event (queued
-// for a retry, skipped).
-func (m *Mailer) finish(ctx context.Context, d store.Delivery, status, lastError, messageID string) error {
-	return m.persist(ctx, func(ctx context.Context) error {
-		return m.store.FinishDelivery(ctx, d.ID, d.Attempts, status, lastError, messageID, m.now())
-	})
-}
-
-// finishAudited records a final outcome with its audit event.
-func (m *Mailer) finishAudited(ctx context.Context, d store.Delivery, status, lastError, messageID, auditKind string, domainID *uuid.UUID) error {
-	return m.persist(ctx, func(ctx context.Context) error {
-		return m.store.FinishDeliveryAudited(ctx, d.ID, d.Attempts, status, lastError, messageID, auditKind, domainID, m.now())
-	})
-}
-
 // persist runs write, retrying through cancellation and database outages
 // for as long as the claim lease lasts: after an SMTP 250, recording it is
 // what stops a later request for the same delivery from sending it again.
@@ -251,31 +288,6 @@ func (m *Mailer) persist(ctx context.Context, write func(context.Context) error)
 		}
 		time.Sleep(wait)
 		wait = min(2*wait, 5*time.Second)
-	}
-}
-
-// fail records a delivery that will not be sent and kills its link.
-func (m *Mailer) fail(ctx context.Context, d store.Delivery, u store.User, cause error) error {
-	if err := m.finishAudited(ctx, d, "failed", cause.Error(), "", audit.MailFailed, &u.DomainID); err != nil {
-		return err
-	}
-	if err := m.store.RevokeDeliveryToken(context.WithoutCancel(ctx), d.ID, m.now()); err != nil {
-		return err
-	}
-	m.publishOutcome(ctx, events.TypeMailFailed, d, cause.Error())
-	return cause
-}
-
-func (m *Mailer) publishOutcome(ctx context.Context, eventType string, d store.Delivery, errText string) {
-	e, err := events.New(Source, eventType, d.ID.String(),
-		MailOutcome{DeliveryID: d.ID, UserID: d.UserID, Template: d.Template, Attempts: d.Attempts, Error: errText}, m.now())
-	if err == nil {
-		e.ID = eventType + ":" + d.ID.String()
-		_, err = m.publisher.Publish(ctx, e)
-	}
-	if err != nil {
-		// Outcome events inform; the delivery row is the record.
-		zerolog.Ctx(ctx).Warn().Err(err).Str("type", eventType).Msg("publish mail outcome")
 	}
 }
 

@@ -119,3 +119,44 @@ func deref(id *uuid.UUID) uuid.UUID {
 	}
 	return *id
 }
+
+// Outcome is the result of one delivery attempt, for FinishDeliveries.
+type Outcome struct {
+	ID        uuid.UUID
+	Attempt   int
+	Status    string // queued (will retry), sent, failed or skipped
+	LastError string
+	MessageID string
+	AuditKind string // "" for none
+	DomainID  *uuid.UUID
+}
+
+// FinishDeliveries records a batch of outcomes and their audit events in one
+// statement. Each is fenced by its attempt: a worker whose claim was taken
+// over writes nothing for that delivery.
+func (s *Store) FinishDeliveries(ctx context.Context, outcomes []Outcome, now time.Time) error {
+	if len(outcomes) == 0 {
+		return nil
+	}
+	p := dbsqlc.FinishDeliveriesParams{Now: now}
+	for _, o := range outcomes {
+		p.Ids = append(p.Ids, o.ID)
+		p.Attempts = append(p.Attempts, int32(o.Attempt))
+		p.Statuses = append(p.Statuses, o.Status)
+		p.LastErrors = append(p.LastErrors, o.LastError)
+		p.MessageIds = append(p.MessageIds, o.MessageID)
+		p.AuditKinds = append(p.AuditKinds, o.AuditKind)
+		p.DomainIds = append(p.DomainIds, deref(o.DomainID))
+	}
+	return translate("finish deliveries", s.q.FinishDeliveries(ctx, s.pool, p))
+}
+
+// RevokeTokensOfDeliveries revokes the tokens minted for deliveries that
+// failed: their links never reached anyone.
+func (s *Store) RevokeTokensOfDeliveries(ctx context.Context, ids []uuid.UUID, now time.Time) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	err := s.q.RevokeTokensOfDeliveries(ctx, s.pool, dbsqlc.RevokeTokensOfDeliveriesParams{DeliveryIds: ids, Now: now})
+	return translate("revoke delivery tokens", err)
+}

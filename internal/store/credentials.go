@@ -301,15 +301,6 @@ func (s *Store) IssueTokens(ctx context.Context, tx pgx.Tx, grants []TokenGrant,
 	return translate("insert tokens", s.q.InsertTokens(ctx, tx, insert))
 }
 
-// FinishDeliveryAudited records a final outcome (sent or failed) and its
-// audit event (auditKind) in one statement.
-func (s *Store) FinishDeliveryAudited(ctx context.Context, id uuid.UUID, attempt int, status, lastError, messageID, auditKind string, domainID *uuid.UUID, now time.Time) error {
-	err := s.q.FinishDeliveryAudited(ctx, s.pool, dbsqlc.FinishDeliveryAuditedParams{
-		ID: id, Attempts: int32(attempt), Status: status, LastError: lastError, SmtpMessageID: messageID, AuditKind: auditKind, DomainID: domainID, Now: now,
-	})
-	return translate("finish delivery", err)
-}
-
 // Delivery finds a delivery by id.
 func (s *Store) Delivery(ctx context.Context, id uuid.UUID) (Delivery, error) {
 	row, err := s.q.GetDelivery(ctx, s.pool, id)
@@ -317,16 +308,6 @@ func (s *Store) Delivery(ctx context.Context, id uuid.UUID) (Delivery, error) {
 		return Delivery{}, translate("get delivery", err)
 	}
 	return deliveryFromRow(row), nil
-}
-
-// FinishDelivery records the outcome of attempt: status is queued (will
-// retry), sent, failed or skipped. A worker whose claim was taken over
-// (another attempt since) writes nothing.
-func (s *Store) FinishDelivery(ctx context.Context, id uuid.UUID, attempt int, status, lastError, messageID string, now time.Time) error {
-	err := s.q.FinishDelivery(ctx, s.pool, dbsqlc.FinishDeliveryParams{
-		ID: id, Attempts: int32(attempt), Status: status, LastError: lastError, SmtpMessageID: messageID, Now: now,
-	})
-	return translate("finish delivery", err)
 }
 
 // DeliveriesByUser lists a user's deliveries, newest first.

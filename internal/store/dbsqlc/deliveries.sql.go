@@ -138,73 +138,50 @@ func (q *Queries) DeliveriesByKeys(ctx context.Context, db DBTX, keys []string) 
 	return items, nil
 }
 
-const finishDelivery = `-- name: FinishDelivery :exec
-UPDATE mail_deliveries
-SET status = $1, last_error = $2, smtp_message_id = $3, updated_at = $4::timestamptz,
-    sent_at = CASE WHEN $1 = 'sent' THEN $4 ELSE sent_at END
-WHERE id = $5 AND status = 'sending' AND attempts = $6
-`
-
-type FinishDeliveryParams struct {
-	Status        string
-	LastError     string
-	SmtpMessageID string
-	Now           time.Time
-	ID            uuid.UUID
-	Attempts      int32
-}
-
-// Only the worker holding the claim (status sending, its attempt number)
-// may record the outcome; one whose lease expired writes nothing.
-func (q *Queries) FinishDelivery(ctx context.Context, db DBTX, arg FinishDeliveryParams) error {
-	_, err := db.Exec(ctx, finishDelivery,
-		arg.Status,
-		arg.LastError,
-		arg.SmtpMessageID,
-		arg.Now,
-		arg.ID,
-		arg.Attempts,
-	)
-	return err
-}
-
-const finishDeliveryAudited = `-- name: FinishDeliveryAudited :exec
-WITH f AS (
-    UPDATE mail_deliveries
-    SET status = $4, last_error = $3::text, smtp_message_id = $5, updated_at = $6::timestamptz,
-        sent_at = CASE WHEN $4 = 'sent' THEN $6::timestamptz ELSE sent_at END
-    WHERE mail_deliveries.id = $7 AND mail_deliveries.status = 'sending' AND mail_deliveries.attempts = $8
-    RETURNING mail_deliveries.id, mail_deliveries.user_id, mail_deliveries.template, mail_deliveries.attempts
+const finishDeliveries = `-- name: FinishDeliveries :exec
+WITH x AS (
+    SELECT unnest($1::uuid[]) AS id, unnest($2::integer[]) AS attempts, unnest($3::text[]) AS status,
+           unnest($4::text[]) AS last_error, unnest($5::text[]) AS message_id,
+           unnest($6::text[]) AS audit_kind, unnest($7::uuid[]) AS domain_id
+), f AS (
+    UPDATE mail_deliveries md
+    SET status = x.status, last_error = x.last_error, smtp_message_id = x.message_id, updated_at = $8::timestamptz,
+        sent_at = CASE WHEN x.status = 'sent' THEN $8::timestamptz ELSE md.sent_at END
+    FROM x
+    WHERE md.id = x.id AND md.status = 'sending' AND md.attempts = x.attempts
+    RETURNING md.id, md.user_id, md.template, md.attempts, x.audit_kind, x.domain_id, x.last_error
 )
 INSERT INTO audit_events (kind, user_id, domain_id, actor_kind, detail)
-SELECT $1, f.user_id, $2, 'system',
+SELECT f.audit_kind, f.user_id, NULLIF(f.domain_id, '00000000-0000-0000-0000-000000000000'::uuid), 'system',
        jsonb_strip_nulls(jsonb_build_object('delivery_id', f.id, 'template', f.template, 'attempts', f.attempts,
-                                            'error', NULLIF($3::text, '')))
+                                            'error', NULLIF(f.last_error, '')))
 FROM f
+WHERE f.audit_kind <> ''
 `
 
-type FinishDeliveryAuditedParams struct {
-	AuditKind     string
-	DomainID      *uuid.UUID
-	LastError     string
-	Status        string
-	SmtpMessageID string
-	Now           time.Time
-	ID            uuid.UUID
-	Attempts      int32
+type FinishDeliveriesParams struct {
+	Ids        []uuid.UUID
+	Attempts   []int32
+	Statuses   []string
+	LastErrors []string
+	MessageIds []string
+	AuditKinds []string
+	DomainIds  []uuid.UUID
+	Now        time.Time
 }
 
-// Records an attempt's outcome and its audit event in one statement.
-func (q *Queries) FinishDeliveryAudited(ctx context.Context, db DBTX, arg FinishDeliveryAuditedParams) error {
-	_, err := db.Exec(ctx, finishDeliveryAudited,
-		arg.AuditKind,
-		arg.DomainID,
-		arg.LastError,
-		arg.Status,
-		arg.SmtpMessageID,
-		arg.Now,
-		arg.ID,
+// Records a batch's outcomes, each fenced like FinishDeliveryAudited, with
+// an audit event for those given an audit kind (” for none).
+func (q *Queries) FinishDeliveries(ctx context.Context, db DBTX, arg FinishDeliveriesParams) error {
+	_, err := db.Exec(ctx, finishDeliveries,
+		arg.Ids,
 		arg.Attempts,
+		arg.Statuses,
+		arg.LastErrors,
+		arg.MessageIds,
+		arg.AuditKinds,
+		arg.DomainIds,
+		arg.Now,
 	)
 	return err
 }

@@ -180,3 +180,18 @@ func (q *Queries) RevokeTokenByDelivery(ctx context.Context, db DBTX, arg Revoke
 	_, err := db.Exec(ctx, revokeTokenByDelivery, arg.Now, arg.DeliveryID)
 	return err
 }
+
+const revokeTokensOfDeliveries = `-- name: RevokeTokensOfDeliveries :exec
+UPDATE tokens SET revoked_at = $1::timestamptz
+WHERE delivery_id = ANY($2::uuid[]) AND consumed_at IS NULL AND revoked_at IS NULL
+`
+
+type RevokeTokensOfDeliveriesParams struct {
+	Now         time.Time
+	DeliveryIds []uuid.UUID
+}
+
+func (q *Queries) RevokeTokensOfDeliveries(ctx context.Context, db DBTX, arg RevokeTokensOfDeliveriesParams) error {
+	_, err := db.Exec(ctx, revokeTokensOfDeliveries, arg.Now, arg.DeliveryIds)
+	return err
+}
