@@ -6,5 +6,3 @@ RETURNING *;
 -- name: GetDomainByName :one
 SELECT * FROM domains WHERE name = @name;
 
--- name: GetDomainByID :one
-SELECT * FROM domains WHERE id = @id;

@@ -3,11 +3,6 @@
 UPDATE tokens SET revoked_at = @now::timestamptz
 WHERE user_id = @user_id AND purpose = ANY(@purposes::text[]) AND consumed_at IS NULL AND revoked_at IS NULL;
 
--- name: InsertToken :one
-INSERT INTO tokens (user_id, purpose, token_hash, created_at, expires_at, delivery_id)
-VALUES (@user_id, @purpose, @token_hash, @now, @expires_at, sqlc.narg(delivery_id))
-RETURNING id;
-
 -- name: GetLiveToken :one
 SELECT t.id, t.user_id, t.purpose, t.expires_at, u.login_name
 FROM tokens t JOIN users u ON u.id = t.user_id
@@ -21,10 +16,6 @@ UPDATE tokens SET consumed_at = @now::timestamptz
 WHERE token_hash = @token_hash AND purpose = ANY(@purposes::text[])
   AND consumed_at IS NULL AND revoked_at IS NULL AND expires_at > @now
 RETURNING id, user_id, purpose;
-
--- name: RevokeTokenByDelivery :exec
-UPDATE tokens SET revoked_at = @now::timestamptz
-WHERE delivery_id = @delivery_id AND consumed_at IS NULL AND revoked_at IS NULL;
 
 -- Only the newest token of a user and purpose is valid: revokes the live
 -- ones of each (user, purpose) pair before a batch of new ones is inserted.

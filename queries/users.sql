@@ -9,9 +9,6 @@ INSERT INTO users (
 )
 RETURNING *;
 
--- name: GetUserByID :one
-SELECT * FROM users WHERE id = @id;
-
 -- Keyset pagination on id keeps listing a large domain cheap.
 -- name: ListUsers :many
 SELECT sqlc.embed(u), d.name AS domain_name

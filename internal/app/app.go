@@ -348,17 +348,11 @@ func (a *App) RunWorkers(ctx context.Context, roles []Role, handlers Handlers) e
 			}
 			return err
 		}
-		concurrency := 16
-		switch role {
-		case RoleMailer:
-			concurrency = 2 // batches in flight; each sends SMTP_POOL emails at once
-		case RoleTokens:
-			concurrency = 4 // batches in flight
-		}
+		concurrency, batch := tuning(role)
 		runner := events.NewBatchRunner(consumer, handlers.dispatch, a.Store, a.events, a.Log, events.RunnerConfig{
 			Consumer:        string(role),
 			Concurrency:     concurrency,
-			BatchSize:       batchSize(role),
+			BatchSize:       batch,
 			MaxDeliver:      a.Config.EventMaxDeliver,
 			HandlerTimeout:  a.Config.EventAckWait * 4 / 5,
 			ShutdownTimeout: a.Config.ShutdownTimeout,

@@ -103,14 +103,16 @@ func (h Handlers) dispatch(ctx context.Context, items []events.Item) []error {
 	return errs
 }
 
-// batchSize is how many events a role takes at once: the tokens worker
-// decides a batch in one transaction, the mailer claims one in one.
-func batchSize(r Role) int {
+// tuning is how a role's runner takes events: how many batches (or single
+// events) it handles at once, and how many events make a batch. The tokens
+// worker decides a batch in one transaction; the mailer claims one in one
+// and sends its emails SMTP_POOL at a time; the others go one by one.
+func tuning(r Role) (concurrency, batchSize int) {
 	switch r {
 	case RoleTokens:
-		return 64
+		return 4, 64
 	case RoleMailer:
-		return 32
+		return 2, 32
 	}
-	return 1
+	return 16, 1
 }

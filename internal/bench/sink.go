@@ -56,12 +56,6 @@ func (k *sink) received() map[int]time.Time {
 	return out
 }
 
-func (k *sink) count() int {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	return len(k.arrived) + k.other
-}
-
 func (k *sink) NewSession(*smtp.Conn) (smtp.Session, error) { return &sinkSession{k: k}, nil }
 
 type sinkSession struct {

@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/mail"
 	"net/url"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -329,16 +328,6 @@ func (c *Config) crossCheck() []error {
 			Prefix, c.PINMinLength, Prefix, c.PINMaxLength))
 	}
 	return errs
-}
-
-// SettingNames lists the names of all settings, sorted; flags are built from it.
-func SettingNames() []string {
-	var names []string
-	for _, s := range Settings() {
-		names = append(names, s.Name)
-	}
-	sort.Strings(names)
-	return names
 }
 
 func quoteUnlessSecret(s Setting, v string) string {

@@ -77,6 +77,7 @@ type MailOutcome struct {
 // many at once as the SMTP pool has connections.
 func (m *Mailer) Handle(ctx context.Context, items []events.Item) []error {
 	errs := make([]error, len(items))
+	deliveryIDs := make([]uuid.UUID, len(items)) // per item
 	ids := make([]uuid.UUID, 0, len(items))
 	for i, it := range items {
 		var req MailRequested
@@ -88,6 +89,7 @@ func (m *Mailer) Handle(ctx context.Context, items []events.Item) []error {
 			errs[i] = events.Permanent(errors.New("mail.requested without delivery_id"))
 			continue
 		}
+		deliveryIDs[i] = req.DeliveryID
 		ids = append(ids, req.DeliveryID)
 	}
 	claims, err := m.claim(ctx, ids)
@@ -102,16 +104,15 @@ func (m *Mailer) Handle(ctx context.Context, items []events.Item) []error {
 			errs[i] = err
 			continue
 		}
-		var req MailRequested
-		_ = it.Event.DecodeData(&req)
-		c, ok := claims[req.DeliveryID]
+		id := deliveryIDs[i]
+		c, ok := claims[id]
 		slots <- struct{}{}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer func() { <-slots }()
 			if !ok {
-				errs[i] = m.notClaimed(ctx, req.DeliveryID)
+				errs[i] = m.notClaimed(ctx, id)
 				return
 			}
 			outcomes[i], errs[i] = m.deliver(ctx, it.Attempt, c)

@@ -6,7 +6,6 @@ package delivery
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/google/uuid"
@@ -48,7 +47,7 @@ func (r *Requester) Record(ctx context.Context, tx pgx.Tx, d store.NewDelivery) 
 // from the delivery, so publishing again (after a crash, on redelivery) is
 // de-duplicated by JetStream, and by the delivery's status past its window.
 func (r *Requester) Publish(ctx context.Context, d store.Delivery) error {
-	return r.PublishID(ctx, d.ID)
+	return r.PublishIDs(ctx, []uuid.UUID{d.ID})[0]
 }
 
 // PublishIDs requests several deliveries at once; the result says, per id,
@@ -71,17 +70,4 @@ func (r *Requester) PublishIDs(ctx context.Context, ids []uuid.UUID) []error {
 		}
 	}
 	return errs
-}
-
-// PublishID is Publish for a delivery known by id.
-func (r *Requester) PublishID(ctx context.Context, id uuid.UUID) error {
-	e, err := events.New(Source, events.TypeMailRequested, id.String(), MailRequested{DeliveryID: id}, r.now())
-	if err != nil {
-		return err
-	}
-	e.ID = "mail.requested:" + id.String()
-	if _, err := r.publisher.Publish(ctx, e); err != nil {
-		return fmt.Errorf("request mail for delivery %s: %w", id, err)
-	}
-	return nil
 }

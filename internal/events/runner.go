@@ -127,16 +127,13 @@ func NewRunner(consumer jetstream.Consumer, handler Handler, deadLetters DeadLet
 	return NewBatchRunner(consumer, One(handler), deadLetters, metrics, log, cfg)
 }
 
-type maxDeliverKey struct{}
-
 // One adapts a Handler to a BatchHandler: the events of a batch are handled
-// one after another, each seeing its own Attempt.
+// one after another.
 func One(handler Handler) BatchHandler {
 	return func(ctx context.Context, items []Item) []error {
-		maxDeliver, _ := ctx.Value(maxDeliverKey{}).(int)
 		errs := make([]error, len(items))
 		for i, it := range items {
-			errs[i] = handler(context.WithValue(ctx, attemptKey{}, [2]int{it.Attempt, maxDeliver}), it.Event)
+			errs[i] = handler(ctx, it.Event)
 		}
 		return errs
 	}
@@ -226,15 +223,6 @@ func (r *Runner) Run(ctx context.Context) error {
 	return runErr
 }
 
-type attemptKey struct{}
-
-// Attempt is the delivery count of the event a handler is working on (1 for
-// the first delivery), and the most attempts the runner will make.
-func Attempt(ctx context.Context) (attempt, maxAttempts int) {
-	a, _ := ctx.Value(attemptKey{}).([2]int)
-	return a[0], a[1]
-}
-
 // received is a message being handled, with what settling it needs.
 type received struct {
 	msg   jetstream.Msg
@@ -278,7 +266,6 @@ func (r *Runner) handle(ctx context.Context, msgs []jetstream.Msg) {
 	} else {
 		hctx = r.log.WithContext(ctx)
 	}
-	hctx = context.WithValue(hctx, maxDeliverKey{}, r.cfg.MaxDeliver)
 	hctx, cancel := context.WithTimeout(hctx, r.cfg.HandlerTimeout)
 	errs, panicked := r.callHandler(hctx, items)
 	cancel()
@@ -288,8 +275,7 @@ func (r *Runner) handle(ctx context.Context, msgs []jetstream.Msg) {
 		r.log.Error().Interface("panic", panicked).Msg("batch handler panicked; handling its events one by one")
 		errs = make([]error, len(items))
 		for i := range items {
-			ictx := context.WithValue(recs[i].log.WithContext(ctx), maxDeliverKey{}, r.cfg.MaxDeliver)
-			ictx, cancel := context.WithTimeout(ictx, r.cfg.HandlerTimeout)
+			ictx, cancel := context.WithTimeout(recs[i].log.WithContext(ctx), r.cfg.HandlerTimeout)
 			one, p := r.callHandler(ictx, items[i:i+1])
 			cancel()
 			if p != nil {

@@ -234,7 +234,7 @@ func TestFrenchUserGetsFrenchEmail(t *testing.T) {
 	u := createUser(t, s, "1001", "jason@example.com", "fr-CA")
 	expectStatus(t, forgot(t, s, u.Email), 202)
 	mail := parse(t, waitMail(t, s, 1)[0])
-	if mail.Subject == "Username and Password change request" || !strings.Contains(mail.Text, "Jason") {
+	if mail.Subject != "Demande de modification du nom d'utilisateur et du mot de passe" || !strings.Contains(mail.Text, "Jason") {
 		t.Fatalf("fr-CA user got: %q\n%s", mail.Subject, mail.Text)
 	}
 	tokenFrom(t, mail)

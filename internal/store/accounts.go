@@ -82,15 +82,6 @@ func (s *Store) DomainByName(ctx context.Context, name string) (Domain, error) {
 	return domainFromRow(row), nil
 }
 
-// DomainByID finds a tenant by id.
-func (s *Store) DomainByID(ctx context.Context, id uuid.UUID) (Domain, error) {
-	row, err := s.q.GetDomainByID(ctx, s.pool, id)
-	if err != nil {
-		return Domain{}, translate("get domain", err)
-	}
-	return domainFromRow(row), nil
-}
-
 // CreateUsers adds accounts all or nothing. On a uniqueness conflict the
 // error is a *BatchError naming the index of the offending entry.
 func (s *Store) CreateUsers(ctx context.Context, users []NewUser) ([]User, error) {
@@ -129,15 +120,6 @@ type BatchError struct {
 
 func (e *BatchError) Error() string { return e.Err.Error() }
 func (e *BatchError) Unwrap() error { return e.Err }
-
-// UserByID finds an account by id.
-func (s *Store) UserByID(ctx context.Context, id uuid.UUID) (User, error) {
-	row, err := s.q.GetUserByID(ctx, s.pool, id)
-	if err != nil {
-		return User{}, translate("get user", err)
-	}
-	return userFromRow(row, ""), nil
-}
 
 // ListUsers pages through accounts in id order.
 func (s *Store) ListUsers(ctx context.Context, f UserFilter) ([]User, error) {

@@ -91,18 +91,6 @@ type TokenInfo struct {
 	ExpiresAt time.Time
 }
 
-// IssueToken revokes the user's live tokens of the same purpose and stores
-// the digest of a new one, in tx.
-func (s *Store) IssueToken(ctx context.Context, tx pgx.Tx, userID uuid.UUID, purpose string, hash []byte, now, expiresAt time.Time, deliveryID *uuid.UUID) (uuid.UUID, error) {
-	if err := s.q.RevokeLiveTokens(ctx, tx, dbsqlc.RevokeLiveTokensParams{UserID: userID, Purposes: []string{purpose}, Now: now}); err != nil {
-		return uuid.Nil, translate("revoke live tokens", err)
-	}
-	id, err := s.q.InsertToken(ctx, tx, dbsqlc.InsertTokenParams{
-		UserID: userID, Purpose: purpose, TokenHash: hash, Now: now, ExpiresAt: expiresAt, DeliveryID: deliveryID,
-	})
-	return id, translate("insert token", err)
-}
-
 // LiveToken finds a token that can still be used for one of purposes.
 func (s *Store) LiveToken(ctx context.Context, hash []byte, purposes []string, now time.Time) (TokenInfo, error) {
 	row, err := s.q.GetLiveToken(ctx, s.pool, dbsqlc.GetLiveTokenParams{TokenHash: hash, Purposes: purposes, Now: now})
@@ -126,12 +114,6 @@ func (s *Store) ConsumeToken(ctx context.Context, tx pgx.Tx, hash []byte, purpos
 func (s *Store) RevokeUserTokens(ctx context.Context, tx pgx.Tx, userID uuid.UUID, purposes []string, now time.Time) error {
 	err := s.q.RevokeLiveTokens(ctx, s.on(tx), dbsqlc.RevokeLiveTokensParams{UserID: userID, Purposes: purposes, Now: now})
 	return translate("revoke tokens", err)
-}
-
-// RevokeDeliveryToken revokes the token minted for a delivery that failed.
-func (s *Store) RevokeDeliveryToken(ctx context.Context, deliveryID uuid.UUID, now time.Time) error {
-	err := s.q.RevokeTokenByDelivery(ctx, s.pool, dbsqlc.RevokeTokenByDeliveryParams{DeliveryID: &deliveryID, Now: now})
-	return translate("revoke delivery token", err)
 }
 
 // Session is an authenticated session.

@@ -7,8 +7,6 @@ package dbsqlc
 
 import (
 	"context"
-
-	"github.com/google/uuid"
 )
 
 const createDomain = `-- name: CreateDomain :one
@@ -24,22 +22,6 @@ type CreateDomainParams struct {
 
 func (q *Queries) CreateDomain(ctx context.Context, db DBTX, arg CreateDomainParams) (Domain, error) {
 	row := db.QueryRow(ctx, createDomain, arg.Name, arg.Locale)
-	var i Domain
-	err := row.Scan(
-		&i.ID,
-		&i.Name,
-		&i.Locale,
-		&i.CreatedAt,
-	)
-	return i, err
-}
-
-const getDomainByID = `-- name: GetDomainByID :one
-SELECT id, name, locale, created_at FROM domains WHERE id = $1
-`
-
-func (q *Queries) GetDomainByID(ctx context.Context, db DBTX, id uuid.UUID) (Domain, error) {
-	row := db.QueryRow(ctx, getDomainByID, id)
 	var i Domain
 	err := row.Scan(
 		&i.ID,

@@ -74,35 +74,6 @@ func (q *Queries) GetLiveToken(ctx context.Context, db DBTX, arg GetLiveTokenPar
 	return i, err
 }
 
-const insertToken = `-- name: InsertToken :one
-INSERT INTO tokens (user_id, purpose, token_hash, created_at, expires_at, delivery_id)
-VALUES ($1, $2, $3, $4, $5, $6)
-RETURNING id
-`
-
-type InsertTokenParams struct {
-	UserID     uuid.UUID
-	Purpose    string
-	TokenHash  []byte
-	Now        time.Time
-	ExpiresAt  time.Time
-	DeliveryID *uuid.UUID
-}
-
-func (q *Queries) InsertToken(ctx context.Context, db DBTX, arg InsertTokenParams) (uuid.UUID, error) {
-	row := db.QueryRow(ctx, insertToken,
-		arg.UserID,
-		arg.Purpose,
-		arg.TokenHash,
-		arg.Now,
-		arg.ExpiresAt,
-		arg.DeliveryID,
-	)
-	var id uuid.UUID
-	err := row.Scan(&id)
-	return id, err
-}
-
 const insertTokens = `-- name: InsertTokens :exec
 INSERT INTO tokens (user_id, purpose, token_hash, created_at, expires_at, delivery_id)
 SELECT unnest($1::uuid[]), unnest($2::text[]), unnest($3::bytea[]), $4::timestamptz,
@@ -163,21 +134,6 @@ type RevokeLiveTokensOfParams struct {
 // ones of each (user, purpose) pair before a batch of new ones is inserted.
 func (q *Queries) RevokeLiveTokensOf(ctx context.Context, db DBTX, arg RevokeLiveTokensOfParams) error {
 	_, err := db.Exec(ctx, revokeLiveTokensOf, arg.Now, arg.UserIds, arg.Purposes)
-	return err
-}
-
-const revokeTokenByDelivery = `-- name: RevokeTokenByDelivery :exec
-UPDATE tokens SET revoked_at = $1::timestamptz
-WHERE delivery_id = $2 AND consumed_at IS NULL AND revoked_at IS NULL
-`
-
-type RevokeTokenByDeliveryParams struct {
-	Now        time.Time
-	DeliveryID *uuid.UUID
-}
-
-func (q *Queries) RevokeTokenByDelivery(ctx context.Context, db DBTX, arg RevokeTokenByDeliveryParams) error {
-	_, err := db.Exec(ctx, revokeTokenByDelivery, arg.Now, arg.DeliveryID)
 	return err
 }
 

@@ -128,37 +128,6 @@ func (q *Queries) FindUsersByEmail(ctx context.Context, db DBTX, email string) (
 	return items, nil
 }
 
-const getUserByID = `-- name: GetUserByID :one
-SELECT id, domain_id, extension, login_name, email, first_name, last_name, locale, password_hash, password_changed_at, pin_hash, pin_changed_at, status, failed_logins, locked_until, rollout_phase, rollout_phase_at, created_at, updated_at FROM users WHERE id = $1
-`
-
-func (q *Queries) GetUserByID(ctx context.Context, db DBTX, id uuid.UUID) (User, error) {
-	row := db.QueryRow(ctx, getUserByID, id)
-	var i User
-	err := row.Scan(
-		&i.ID,
-		&i.DomainID,
-		&i.Extension,
-		&i.LoginName,
-		&i.Email,
-		&i.FirstName,
-		&i.LastName,
-		&i.Locale,
-		&i.PasswordHash,
-		&i.PasswordChangedAt,
-		&i.PinHash,
-		&i.PinChangedAt,
-		&i.Status,
-		&i.FailedLogins,
-		&i.LockedUntil,
-		&i.RolloutPhase,
-		&i.RolloutPhaseAt,
-		&i.CreatedAt,
-		&i.UpdatedAt,
-	)
-	return i, err
-}
-
 const getUserByLoginName = `-- name: GetUserByLoginName :one
 SELECT u.id, u.domain_id, u.extension, u.login_name, u.email, u.first_name, u.last_name, u.locale, u.password_hash, u.password_changed_at, u.pin_hash, u.pin_changed_at, u.status, u.failed_logins, u.locked_until, u.rollout_phase, u.rollout_phase_at, u.created_at, u.updated_at, d.name AS domain_name
 FROM users u JOIN domains d ON d.id = u.domain_id
