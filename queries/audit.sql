@@ -1,7 +1,3 @@
--- name: InsertAuditEvent :exec
-INSERT INTO audit_events (kind, user_id, domain_id, actor_kind, actor_id, source_addr, request_id, detail)
-VALUES (@kind, sqlc.narg(user_id), sqlc.narg(domain_id), @actor_kind, @actor_id, @source_addr, @request_id, @detail);
-
 -- The nil UUID stands for "none" in the arrays, which cannot hold NULLs.
 -- name: InsertAuditEvents :exec
 INSERT INTO audit_events (kind, user_id, domain_id, actor_kind, actor_id, source_addr, request_id, detail)

@@ -259,7 +259,6 @@ func (a *App) Serve(ctx context.Context, addr string, h http.Handler, ready func
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    16 << 10,
-		ErrorLog:          nil,
 	}
 	if ready != nil {
 		ready(ln.Addr())

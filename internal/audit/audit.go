@@ -50,7 +50,7 @@ type Meta struct {
 
 // Record appends one event, in tx when given.
 func Record(ctx context.Context, st *store.Store, tx pgx.Tx, kind string, userID, domainID *uuid.UUID, meta Meta, detail map[string]any) error {
-	return st.InsertAudit(ctx, tx, Event(kind, userID, domainID, meta, detail))
+	return st.InsertAudits(ctx, tx, []store.AuditEvent{Event(kind, userID, domainID, meta, detail)})
 }
 
 // Event builds an audit event, for callers that record several at once

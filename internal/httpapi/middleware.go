@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/latchkey/latchkey/internal/problem"
 )
 
 type ctxKey int
@@ -44,7 +46,7 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 				}
 				log.Error().Interface("panic", p).Str("path", r.URL.Path).Msg("handler panicked")
 				if !rw.wroteHeader {
-					s.writeError(rw, r, newProblem(http.StatusInternalServerError, "internal_error", "Something went wrong; the request id identifies it in the logs."))
+					s.writeError(rw, r, problem.New(http.StatusInternalServerError, "internal_error", "Something went wrong; the request id identifies it in the logs."))
 				}
 			}
 			log.Info().

@@ -17,10 +17,6 @@ import (
 	"github.com/latchkey/latchkey/internal/store"
 )
 
-func newProblem(status int, code, detail string) *problem.Problem {
-	return problem.New(status, code, detail)
-}
-
 // writeError is the one place an error becomes an HTTP answer. Anything it
 // does not recognise is a 500 whose cause goes to the log, not the client.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
@@ -33,25 +29,25 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		p = &cp
 	case errors.Is(err, adminkeys.ErrUnauthenticated):
 		w.Header().Set("WWW-Authenticate", `Bearer realm="latchkey-admin"`)
-		p = newProblem(http.StatusUnauthorized, "unauthorized", "A valid admin key is required: Authorization: Bearer <key>.")
+		p = problem.New(http.StatusUnauthorized, "unauthorized", "A valid admin key is required: Authorization: Bearer <key>.")
 	case errors.Is(err, accounts.ErrForbidden):
-		p = newProblem(http.StatusForbidden, "forbidden", "This admin key is limited to another domain.")
+		p = problem.New(http.StatusForbidden, "forbidden", "This admin key is limited to another domain.")
 	case errors.Is(err, store.ErrNotFound):
-		p = newProblem(http.StatusNotFound, "not_found", "The resource does not exist.")
+		p = problem.New(http.StatusNotFound, "not_found", "The resource does not exist.")
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
 		// The client went away; nobody reads this answer.
-		p = newProblem(499, "client_closed_request", "The client closed the request.")
+		p = problem.New(499, "client_closed_request", "The client closed the request.")
 	case errors.Is(err, events.ErrUnavailable) || errors.Is(err, store.ErrUnavailable):
 		logger(r.Context()).Warn().Err(err).Str("path", r.URL.Path).Msg("dependency unavailable")
-		p = newProblem(http.StatusServiceUnavailable, "unavailable", "The service is briefly unavailable. Please try again in a few seconds.")
+		p = problem.New(http.StatusServiceUnavailable, "unavailable", "The service is briefly unavailable. Please try again in a few seconds.")
 		p.RetryAfter = 5
 	case errors.Is(err, store.ErrInvalidInput):
-		p = newProblem(http.StatusBadRequest, "invalid_input", "A value in the request cannot be stored or searched (for example, it contains a NUL character).")
+		p = problem.New(http.StatusBadRequest, "invalid_input", "A value in the request cannot be stored or searched (for example, it contains a NUL character).")
 	case errors.Is(err, store.ErrConflict):
-		p = newProblem(http.StatusConflict, "conflict", "The resource already exists.")
+		p = problem.New(http.StatusConflict, "conflict", "The resource already exists.")
 	default:
 		logger(r.Context()).Error().Err(err).Str("path", r.URL.Path).Msg("request failed")
-		p = newProblem(http.StatusInternalServerError, "internal_error", "Something went wrong; the request id identifies it in the logs.")
+		p = problem.New(http.StatusInternalServerError, "internal_error", "Something went wrong; the request id identifies it in the logs.")
 	}
 	p.RequestID = requestID(r.Context())
 	problem.Write(w, p)
@@ -69,10 +65,10 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
 		if err != nil || (mt != "application/json" && mt != "application/problem+json") {
-			return nil, newProblem(http.StatusUnsupportedMediaType, "unsupported_media_type", "Send the body as application/json.")
+			return nil, problem.New(http.StatusUnsupportedMediaType, "unsupported_media_type", "Send the body as application/json.")
 		}
 	}
-	tooLarge := newProblem(http.StatusRequestEntityTooLarge, "body_too_large",
+	tooLarge := problem.New(http.StatusRequestEntityTooLarge, "body_too_large",
 		fmt.Sprintf("The request body must be at most %d bytes.", s.cfg.MaxBodyBytes))
 	if r.ContentLength > s.cfg.MaxBodyBytes {
 		return nil, tooLarge
@@ -86,7 +82,7 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error
 		return nil, fmt.Errorf("read request body: %w", err)
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
-		return nil, newProblem(http.StatusBadRequest, "invalid_json", "The request body is empty; send a JSON object.")
+		return nil, problem.New(http.StatusBadRequest, "invalid_json", "The request body is empty; send a JSON object.")
 	}
 	return body, nil
 }
@@ -100,7 +96,7 @@ func decodeStrict(body []byte, v any) error {
 		return jsonProblem(err)
 	}
 	if dec.More() {
-		return newProblem(http.StatusBadRequest, "invalid_json", "The request body holds more than one JSON value.")
+		return problem.New(http.StatusBadRequest, "invalid_json", "The request body holds more than one JSON value.")
 	}
 	return nil
 }
@@ -110,13 +106,13 @@ func jsonProblem(err error) error {
 	var typeErr *json.UnmarshalTypeError
 	switch {
 	case errors.As(err, &syntaxErr):
-		return newProblem(http.StatusBadRequest, "invalid_json", fmt.Sprintf("The body is not valid JSON (at byte %d).", syntaxErr.Offset))
+		return problem.New(http.StatusBadRequest, "invalid_json", fmt.Sprintf("The body is not valid JSON (at byte %d).", syntaxErr.Offset))
 	case errors.Is(err, io.ErrUnexpectedEOF):
-		return newProblem(http.StatusBadRequest, "invalid_json", "The body is truncated JSON.")
+		return problem.New(http.StatusBadRequest, "invalid_json", "The body is truncated JSON.")
 	case errors.As(err, &typeErr):
 		field := typeErr.Field
 		if field == "" {
-			p := newProblem(http.StatusBadRequest, "invalid_json", fmt.Sprintf("The body must be a JSON %s.", expectedKind(typeErr)))
+			p := problem.New(http.StatusBadRequest, "invalid_json", fmt.Sprintf("The body must be a JSON %s.", expectedKind(typeErr)))
 			return p
 		}
 		return problem.Validation([]problem.FieldError{{
@@ -131,7 +127,7 @@ func jsonProblem(err error) error {
 				Field: trimQuotes(msg[len(prefix):]), Code: "unknown_field", Detail: "This field is not part of the request.",
 			}})
 		}
-		return newProblem(http.StatusBadRequest, "invalid_json", "The body is not valid JSON.")
+		return problem.New(http.StatusBadRequest, "invalid_json", "The body is not valid JSON.")
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/latchkey/latchkey/internal/accounts"
 	"github.com/latchkey/latchkey/internal/adminkeys"
 	"github.com/latchkey/latchkey/internal/login"
+	"github.com/latchkey/latchkey/internal/problem"
 	"github.com/latchkey/latchkey/internal/recovery"
 	"github.com/latchkey/latchkey/internal/sessions"
 	"github.com/latchkey/latchkey/internal/store"
@@ -125,9 +126,9 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 	h.ServeHTTP(rec, r)
 	if rec.Code == http.StatusMethodNotAllowed {
 		w.Header().Set("Allow", rec.Header().Get("Allow"))
-		s.writeError(w, r, newProblem(http.StatusMethodNotAllowed, "method_not_allowed", "This path does not accept the method "+r.Method+"."))
+		s.writeError(w, r, problem.New(http.StatusMethodNotAllowed, "method_not_allowed", "This path does not accept the method "+r.Method+"."))
 		return
 	}
 	s.deps.Metrics.observe("unmatched", r.Method, http.StatusNotFound, 0)
-	s.writeError(w, r, newProblem(http.StatusNotFound, "not_found", "There is nothing at this path."))
+	s.writeError(w, r, problem.New(http.StatusNotFound, "not_found", "There is nothing at this path."))
 }

@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/latchkey/latchkey/internal/store/dbsqlc"
 )
@@ -95,18 +94,4 @@ type AuditEvent struct {
 	SourceAddr string
 	RequestID  string
 	Detail     []byte // JSON object; nil means {}
-}
-
-// InsertAudit appends to the audit trail; tx may be nil to use the pool.
-func (s *Store) InsertAudit(ctx context.Context, tx pgx.Tx, e AuditEvent) error {
-	db := s.on(tx)
-	detail := e.Detail
-	if detail == nil {
-		detail = []byte("{}")
-	}
-	err := s.q.InsertAuditEvent(ctx, db, dbsqlc.InsertAuditEventParams{
-		Kind: e.Kind, UserID: e.UserID, DomainID: e.DomainID, ActorKind: e.ActorKind, ActorID: e.ActorID,
-		SourceAddr: e.SourceAddr, RequestID: e.RequestID, Detail: detail,
-	})
-	return translate("insert audit event", err)
 }

@@ -11,36 +11,6 @@ import (
 	"github.com/google/uuid"
 )
 
-const insertAuditEvent = `-- name: InsertAuditEvent :exec
-INSERT INTO audit_events (kind, user_id, domain_id, actor_kind, actor_id, source_addr, request_id, detail)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-`
-
-type InsertAuditEventParams struct {
-	Kind       string
-	UserID     *uuid.UUID
-	DomainID   *uuid.UUID
-	ActorKind  string
-	ActorID    string
-	SourceAddr string
-	RequestID  string
-	Detail     []byte
-}
-
-func (q *Queries) InsertAuditEvent(ctx context.Context, db DBTX, arg InsertAuditEventParams) error {
-	_, err := db.Exec(ctx, insertAuditEvent,
-		arg.Kind,
-		arg.UserID,
-		arg.DomainID,
-		arg.ActorKind,
-		arg.ActorID,
-		arg.SourceAddr,
-		arg.RequestID,
-		arg.Detail,
-	)
-	return err
-}
-
 const insertAuditEvents = `-- name: InsertAuditEvents :exec
 INSERT INTO audit_events (kind, user_id, domain_id, actor_kind, actor_id, source_addr, request_id, detail)
 SELECT x.kind, NULLIF(x.user_id, '00000000-0000-0000-0000-000000000000'::uuid),
