@@ -125,6 +125,13 @@ func TestEnsureStreamAndConsumerAreIdempotent(t *testing.T) {
 	if ci.Config.AckPolicy != jetstream.AckExplicitPolicy || ci.Config.MaxDeliver != 4 || len(ci.Config.FilterSubjects) != 2 {
 		t.Fatalf("consumer config = %+v", ci.Config)
 	}
+	// A changed stream setting is applied, not skipped as "already there".
+	if _, err := events.EnsureStream(ctx, h.js, events.StreamConfig{MaxAge: 48 * time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	if info, err := h.stream.Info(ctx); err != nil || info.Config.MaxAge != 48*time.Hour {
+		t.Fatalf("MaxAge after update = %v (%v), want 48h", info.Config.MaxAge, err)
+	}
 	// A changed setting is applied to the existing consumer, not refused.
 	h.consumer(t, "tokens", 6, events.TypeResetRequested, events.TypeWelcomeRequested)
 	ci, _ = cinfo.Info(ctx)

@@ -3,6 +3,7 @@ package events
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -32,7 +33,7 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig)
 	if cfg.DuplicateWindow == 0 {
 		cfg.DuplicateWindow = 10 * time.Minute
 	}
-	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	want := jetstream.StreamConfig{
 		Name:        StreamName,
 		Description: "Latchkey credential lifecycle events",
 		Subjects:    []string{SubjectPrefix + ">"},
@@ -45,11 +46,28 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig)
 		Duplicates:  cfg.DuplicateWindow,
 		Discard:     jetstream.DiscardOld,
 		AllowDirect: true,
-	})
+	}
+	// Every process calls this at start-up; an update when nothing changed
+	// is needless work on the server, and nats-server (v2.15) races a
+	// stream update against another process's consumer creation.
+	if stream, err := js.Stream(ctx, StreamName); err == nil {
+		if info := stream.CachedInfo(); info != nil && sameStreamConfig(info.Config, want) {
+			return stream, nil
+		}
+	}
+	stream, err := js.CreateOrUpdateStream(ctx, want)
 	if err != nil {
 		return nil, fmt.Errorf("ensure stream %s: %w", StreamName, err)
 	}
 	return stream, nil
+}
+
+// sameStreamConfig compares the settings EnsureStream manages.
+func sameStreamConfig(have, want jetstream.StreamConfig) bool {
+	return slices.Equal(have.Subjects, want.Subjects) && have.Retention == want.Retention &&
+		have.Storage == want.Storage && have.Replicas == want.Replicas && have.MaxAge == want.MaxAge &&
+		have.Duplicates == want.Duplicates && have.Discard == want.Discard && have.AllowDirect == want.AllowDirect &&
+		have.Description == want.Description
 }
 
 // ConsumerSpec declares a durable pull consumer.
