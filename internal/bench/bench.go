@@ -8,11 +8,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -211,6 +213,18 @@ func (s *stack) pipeline(ctx context.Context, cfg Config, layout Workers, say fu
 		}
 	}
 	return pr, nil
+}
+
+// busiest is the phase that shows the pipeline's cost at its best: the
+// sustained one, else the last of the ramp.
+func (p PipelineReport) busiest() *PipelinePhase {
+	if p.Sustained != nil {
+		return p.Sustained
+	}
+	if len(p.Ramp) > 0 {
+		return &p.Ramp[len(p.Ramp)-1]
+	}
+	return nil
 }
 
 func sustainCandidates(rates []int, best int) []int {
@@ -417,6 +431,26 @@ func PrintTable(w io.Writer, r Report) {
 		fmt.Fprintf(w, "%-44s %12.0f emails/s\n", fmt.Sprintf("  sustained_emails_per_s (%s)", layout), p.SustainedEmailsPerS)
 	}
 	row("login (argon2id)", fmt.Sprintf("%.0f login/s", r.Login.ClosedLoop.PerSecond), r.Login.ClosedLoop.Latency)
+
+	fmt.Fprintf(w, "\nCPU per request or email, ms (harness = load generator + nats-server + SMTP sink)\n")
+	cpu := func(name string, c CPUShare) {
+		parts := slices.Sorted(maps.Keys(c.MsPerOp))
+		var b strings.Builder
+		total := 0.0
+		for _, part := range parts {
+			fmt.Fprintf(&b, " %s %.3f", part, c.MsPerOp[part])
+			total += c.MsPerOp[part]
+		}
+		fmt.Fprintf(w, "%-44s total %.3f:%s; cores %.0f%% busy\n", name, total, b.String(), 100*c.Busy)
+	}
+	cpu("ingress: POST /v1/password/forgot", r.Ingress.CPU)
+	for _, p := range r.Pipelines {
+		layout := fmt.Sprintf("%dT/%dM", p.Workers.Tokens, p.Workers.Mailers)
+		if ph := p.busiest(); ph != nil {
+			cpu(fmt.Sprintf("reset pipeline %s at %d/s", layout, ph.Rate), ph.CPU)
+		}
+	}
+	cpu("login (argon2id)", r.Login.ClosedLoop.CPU)
 	fmt.Fprintf(w, "\nsustained_emails_per_s: %.0f\n", r.Sustained)
 	fmt.Fprintf(w, "argon2id: %.1f ms/hash/core → bound %.0f/s; logins at %.0f%% of it\n", r.Login.HashMs, r.Login.BoundPerS, 100*r.Login.OfBound)
 	fmt.Fprintf(w, "ingress peak RSS with %d logins in flight: %.0f MiB (%d errors)\n", r.Login.FloodInFlight, r.Login.IngressPeakRSSMB, r.Login.FloodErrors)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -69,10 +70,14 @@ type PipelinePhase struct {
 	Late        int     `json:"late"`
 	Received    int     `json:"received"`
 	Lost        int     `json:"lost"`
+	Duplicates  int     `json:"duplicates"`
 	AchievedRPS float64 `json:"achieved_rps"`
 	EmailsPerS  float64 `json:"emails_per_s"`
 	Latency     Latency `json:"request_to_email"`
 	Passed      bool    `json:"passed"`
+	// CPU is per email, over the whole phase: sending, then working off
+	// what was accepted.
+	CPU CPUShare `json:"cpu"`
 }
 
 // runPipeline sends forgot-password requests at rate for d, open-loop: each
@@ -87,6 +92,8 @@ func (s *stack) runPipeline(ctx context.Context, rate int, d time.Duration) (Pip
 	}
 	client := newClient()
 	defer client.CloseIdleConnections()
+	acceptedBefore, duplicatesBefore := s.sink.accepted.Load(), s.sink.duplicates.Load()
+	cpuBefore := s.cpuTimes()
 	sentAt := make([]time.Time, n)
 	var accepted, errs, late atomic.Int64
 	const maxInFlight = 4096
@@ -125,10 +132,10 @@ func (s *stack) runPipeline(ctx context.Context, rate int, d time.Duration) (Pip
 
 	// Wait for the emails: until all arrived, or none arrived for a while.
 	want := int(accepted.Load())
-	got, lastGot, lastChange := 0, -1, time.Now()
+	lastGot, lastChange := int64(-1), time.Now()
 	for {
-		got = s.countReceived(first, n)
-		if got >= want {
+		got := s.sink.accepted.Load() - acceptedBefore
+		if got >= int64(want) {
 			break
 		}
 		if got != lastGot {
@@ -139,11 +146,12 @@ func (s *stack) runPipeline(ctx context.Context, rate int, d time.Duration) (Pip
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	received := s.sink.received()
+	elapsed := time.Since(start)
+	cpuAfter := s.cpuTimes()
 	var lat []time.Duration
 	var lastArrival time.Time
 	for i := range n {
-		at, ok := received[first+i]
+		at, ok := s.sink.arrival(first + i)
 		if !ok || sentAt[i].IsZero() {
 			continue
 		}
@@ -154,37 +162,27 @@ func (s *stack) runPipeline(ctx context.Context, rate int, d time.Duration) (Pip
 	}
 	p := PipelinePhase{
 		Rate: rate, Seconds: d.Seconds(), Sent: n, Accepted: want, Errors: int(errs.Load()), Late: int(late.Load()),
-		Received: len(lat), Lost: want - len(lat), AchievedRPS: float64(want) / sendTime.Seconds(),
-		Latency: summarise(lat),
+		Received: len(lat), Lost: want - len(lat), Duplicates: int(s.sink.duplicates.Load() - duplicatesBefore),
+		AchievedRPS: float64(want) / sendTime.Seconds(), Latency: summarise(lat),
+		CPU: share(cpuBefore, cpuAfter, len(lat), elapsed, runtime.NumCPU()),
 	}
 	if !lastArrival.IsZero() {
 		p.EmailsPerS = float64(len(lat)) / lastArrival.Sub(start).Seconds()
 	}
-	p.Passed = p.Errors == 0 && p.Late == 0 && p.Lost == 0 && p.Latency.P99 < 1000
+	p.Passed = p.Errors == 0 && p.Late == 0 && p.Lost == 0 && p.Duplicates == 0 && p.Latency.P99 < 1000
 	return p, nil
-}
-
-func (s *stack) countReceived(first, n int) int {
-	received := s.sink.received()
-	c := 0
-	for i := first; i < first+n; i++ {
-		if _, ok := received[i]; ok {
-			c++
-		}
-	}
-	return c
 }
 
 // ClosedLoop is a run of concurrent clients each sending as fast as answered.
 type ClosedLoop struct {
-	Clients     int     `json:"clients"`
-	Seconds     float64 `json:"seconds"`
-	Requests    int     `json:"requests"`
-	Errors      int     `json:"errors"`
-	PerSecond   float64 `json:"per_second"`
-	Latency     Latency `json:"latency"`
-	PeakRSSMiB  float64 `json:"peak_rss_mib,omitempty"`
-	Description string  `json:"description"`
+	Clients     int      `json:"clients"`
+	Seconds     float64  `json:"seconds"`
+	Requests    int      `json:"requests"`
+	Errors      int      `json:"errors"`
+	PerSecond   float64  `json:"per_second"`
+	Latency     Latency  `json:"latency"`
+	Description string   `json:"description"`
+	CPU         CPUShare `json:"cpu"`
 }
 
 // runClosedLoop runs clients that each send the next request as soon as the
@@ -194,6 +192,7 @@ func (s *stack) runClosedLoop(ctx context.Context, clients int, d time.Duration,
 	defer client.CloseIdleConnections()
 	var next, errs atomic.Int64
 	lats := make([][]time.Duration, clients)
+	cpuBefore := s.cpuTimes()
 	deadline := time.Now().Add(d)
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -215,6 +214,7 @@ func (s *stack) runClosedLoop(ctx context.Context, clients int, d time.Duration,
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	cpuAfter := s.cpuTimes()
 	var all []time.Duration
 	for _, l := range lats {
 		all = append(all, l...)
@@ -222,5 +222,6 @@ func (s *stack) runClosedLoop(ctx context.Context, clients int, d time.Duration,
 	return ClosedLoop{
 		Clients: clients, Seconds: elapsed.Seconds(), Requests: len(all), Errors: int(errs.Load()),
 		PerSecond: float64(len(all)) / elapsed.Seconds(), Latency: summarise(all),
+		CPU: share(cpuBefore, cpuAfter, len(all), elapsed, runtime.NumCPU()),
 	}
 }

@@ -5,30 +5,33 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-smtp"
 )
 
-// sink is an SMTP server that keeps only what the harness measures: which
-// user each message was for and when its data was accepted. Keeping whole
-// messages, as the test server does, would cost gigabytes at 100k emails.
+// sink is an SMTP server that keeps only what the harness measures: when
+// each seeded user's message was accepted. Keeping whole messages, as the
+// test server does, would cost gigabytes at 100k emails; a slot per user,
+// written once, lets the harness read arrivals without locks or copies
+// while the system under test is still sending.
 type sink struct {
-	srv     *smtp.Server
-	ln      net.Listener
-	mu      sync.Mutex
-	arrived map[int]time.Time // user index → acceptance time
-	other   int               // messages for recipients not from the harness
-	done    chan struct{}
+	srv        *smtp.Server
+	ln         net.Listener
+	arrived    []atomic.Int64 // user index → acceptance time (Unix ns), 0 until then
+	accepted   atomic.Int64   // messages for seeded users, duplicates included
+	duplicates atomic.Int64   // messages for a user who already had one
+	other      atomic.Int64   // messages for recipients not from the harness
+	done       chan struct{}
 }
 
-func startSink() (*sink, error) {
+func startSink(users int) (*sink, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	k := &sink{ln: ln, arrived: map[int]time.Time{}, done: make(chan struct{})}
+	k := &sink{ln: ln, arrived: make([]atomic.Int64, users), done: make(chan struct{})}
 	k.srv = smtp.NewServer(k)
 	k.srv.Domain = "bench.localhost"
 	k.srv.AllowInsecureAuth = true
@@ -45,15 +48,10 @@ func (k *sink) Close() {
 	<-k.done
 }
 
-// received returns the acceptance time of each user's message so far.
-func (k *sink) received() map[int]time.Time {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	out := make(map[int]time.Time, len(k.arrived))
-	for i, t := range k.arrived {
-		out[i] = t
-	}
-	return out
+// arrival is when user i's first message was accepted.
+func (k *sink) arrival(i int) (time.Time, bool) {
+	ns := k.arrived[i].Load()
+	return time.Unix(0, ns), ns != 0
 }
 
 func (k *sink) NewSession(*smtp.Conn) (smtp.Session, error) { return &sinkSession{k: k}, nil }
@@ -72,15 +70,17 @@ func (s *sinkSession) Data(r io.Reader) error {
 	if _, err := io.Copy(io.Discard, r); err != nil {
 		return err
 	}
-	now := time.Now()
-	s.k.mu.Lock()
-	defer s.k.mu.Unlock()
+	now := time.Now().UnixNano()
 	for _, to := range s.to {
-		if i, ok := userIndex(to); ok {
-			s.k.arrived[i] = now
-		} else {
-			s.k.other++
+		i, ok := userIndex(to)
+		if !ok || i >= len(s.k.arrived) {
+			s.k.other.Add(1)
+			continue
 		}
+		if !s.k.arrived[i].CompareAndSwap(0, now) {
+			s.k.duplicates.Add(1)
+		}
+		s.k.accepted.Add(1)
 	}
 	s.to = nil
 	return nil
@@ -93,5 +93,5 @@ func userIndex(addr string) (int, bool) {
 		return 0, false
 	}
 	i, err := strconv.Atoi(local[1:])
-	return i, err == nil
+	return i, err == nil && i >= 0
 }

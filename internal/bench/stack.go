@@ -82,7 +82,7 @@ func newStack(ctx context.Context, cfg Config) (_ *stack, err error) {
 	if s.nats, err = natsembed.Start(natsembed.Config{Listen: "127.0.0.1:0", StoreDir: storeDir}); err != nil {
 		return nil, err
 	}
-	if s.sink, err = startSink(); err != nil {
+	if s.sink, err = startSink(cfg.Users); err != nil {
 		return nil, err
 	}
 	return s, nil
