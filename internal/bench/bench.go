@@ -6,6 +6,7 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -74,13 +75,17 @@ type PipelineReport struct {
 
 // LoginReport is the login scenario.
 type LoginReport struct {
-	ClosedLoop       ClosedLoop `json:"closed_loop"`
-	HashMs           float64    `json:"argon2id_ms_per_hash"`
-	BoundPerS        float64    `json:"argon2id_bound_per_s"`
-	OfBound          float64    `json:"fraction_of_bound"`
-	FloodInFlight    int        `json:"flood_in_flight"`
-	FloodErrors      int        `json:"flood_errors"`
-	IngressPeakRSSMB float64    `json:"ingress_peak_rss_mib"`
+	ClosedLoop ClosedLoop `json:"closed_loop"`
+	// HashMs is one hash with the machine otherwise idle; BoundPerS is the
+	// hashes/s of every core hashing at once, less than cores × 1000/HashMs
+	// because memory-hard hashes share the caches and the memory bus.
+	HashMs           float64 `json:"argon2id_ms_per_hash"`
+	BoundPerS        float64 `json:"argon2id_bound_per_s"`
+	OfBound          float64 `json:"fraction_of_bound"`
+	OfCoresTimesOne  float64 `json:"fraction_of_cores_times_one_hash"`
+	FloodInFlight    int     `json:"flood_in_flight"`
+	FloodErrors      int     `json:"flood_errors"`
+	IngressPeakRSSMB float64 `json:"ingress_peak_rss_mib"`
 }
 
 // Run executes every scenario and writes OutDir/bench.json.
@@ -93,12 +98,10 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (Report, error) {
 	}
 	say := func(format string, args ...any) { fmt.Fprintf(out, "bench: "+format+"\n", args...) }
 	// The argon2id bound is measured first, while nothing else runs.
-	hashMs, err := measureArgon2(ctx)
-	if err != nil {
+	var err error
+	if rep.Login.HashMs, rep.Login.BoundPerS, err = measureArgon2(ctx); err != nil {
 		return rep, err
 	}
-	rep.Login.HashMs = hashMs
-	rep.Login.BoundPerS = float64(runtime.NumCPU()) * 1000 / hashMs
 	say("seeding %d users and starting the stack", cfg.Users)
 	s, err := newStack(ctx, cfg)
 	if err != nil {
@@ -286,21 +289,43 @@ func (s *stack) purge(ctx context.Context) error {
 	return stream.Purge(ctx)
 }
 
-// measureArgon2 times argon2id hashes one at a time: the per-core cost
-// the login scenario is compared with.
-func measureArgon2(ctx context.Context) (float64, error) {
-	hasher, err := credential.NewHasher(credential.HasherConfig{MaxConcurrent: 1})
+// measureArgon2 times argon2id hashes one at a time (ms per hash), then with
+// every core hashing at once (hashes/s): the bound logins are compared with.
+func measureArgon2(ctx context.Context) (ms, perS float64, err error) {
+	cores := runtime.NumCPU()
+	hasher, err := credential.NewHasher(credential.HasherConfig{MaxConcurrent: cores})
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	const samples = 20
-	t0 := time.Now()
-	for range samples {
-		if _, err := hasher.Hash(ctx, loginPassword); err != nil {
-			return 0, err
+	hashAll := func(n int) error {
+		for range n {
+			if _, err := hasher.Hash(ctx, loginPassword); err != nil {
+				return err
+			}
 		}
+		return nil
 	}
-	return float64((time.Since(t0) / samples).Microseconds()) / 1000, nil
+	if err := hashAll(1); err != nil { // warms the hasher's memory
+		return 0, 0, err
+	}
+	t0 := time.Now()
+	if err := hashAll(samples); err != nil {
+		return 0, 0, err
+	}
+	ms = float64((time.Since(t0) / samples).Microseconds()) / 1000
+
+	errs := make([]error, cores)
+	var wg sync.WaitGroup
+	t0 = time.Now()
+	for i := range cores {
+		wg.Go(func() { errs[i] = hashAll(samples) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return 0, 0, err
+	}
+	return ms, float64(cores*samples) / time.Since(t0).Seconds(), nil
 }
 
 func (s *stack) login(ctx context.Context, cfg Config, serve *proc, rep *LoginReport) error {
@@ -316,6 +341,7 @@ func (s *stack) login(ctx context.Context, cfg Config, serve *proc, rep *LoginRe
 	stop()
 	rep.ClosedLoop.Description = "password logins answered 200 (argon2id verify, session insert)"
 	rep.OfBound = rep.ClosedLoop.PerSecond / rep.BoundPerS
+	rep.OfCoresTimesOne = rep.ClosedLoop.PerSecond * rep.HashMs / (1000 * float64(runtime.NumCPU()))
 
 	// The flood: 1000 logins at once; the ingress must queue them on its
 	// hashing bound instead of allocating 19 MiB for each.
@@ -452,6 +478,7 @@ func PrintTable(w io.Writer, r Report) {
 	}
 	cpu("login (argon2id)", r.Login.ClosedLoop.CPU)
 	fmt.Fprintf(w, "\nsustained_emails_per_s: %.0f\n", r.Sustained)
-	fmt.Fprintf(w, "argon2id: %.1f ms/hash/core → bound %.0f/s; logins at %.0f%% of it\n", r.Login.HashMs, r.Login.BoundPerS, 100*r.Login.OfBound)
+	fmt.Fprintf(w, "argon2id: %.1f ms/hash alone; every core hashing at once → bound %.0f/s; logins at %.0f%% of it (%.0f%% of cores × one hash)\n",
+		r.Login.HashMs, r.Login.BoundPerS, 100*r.Login.OfBound, 100*r.Login.OfCoresTimesOne)
 	fmt.Fprintf(w, "ingress peak RSS with %d logins in flight: %.0f MiB (%d errors)\n", r.Login.FloodInFlight, r.Login.IngressPeakRSSMB, r.Login.FloodErrors)
 }
