@@ -21,6 +21,7 @@ import (
 	"github.com/latchkey/latchkey/internal/credential"
 	"github.com/latchkey/latchkey/internal/migrate"
 	"github.com/latchkey/latchkey/internal/natsembed"
+	"github.com/latchkey/latchkey/internal/store"
 )
 
 const (
@@ -66,7 +67,7 @@ func newStack(ctx context.Context, cfg Config) (_ *stack, err error) {
 	if s.dbURL, err = freshDatabase(ctx, cfg.DatabaseURL, cfg.Database); err != nil {
 		return nil, err
 	}
-	if s.pool, err = pgxpool.New(ctx, s.dbURL); err != nil {
+	if s.pool, err = store.Open(ctx, s.dbURL, 0); err != nil {
 		return nil, err
 	}
 	if _, err = migrate.Up(ctx, s.pool); err != nil {

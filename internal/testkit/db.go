@@ -23,6 +23,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/latchkey/latchkey/internal/migrate"
+	"github.com/latchkey/latchkey/internal/store"
 	"github.com/latchkey/latchkey/schema"
 )
 
@@ -85,7 +86,7 @@ func createDatabase(ctx context.Context, t testing.TB, serverURL, options string
 		t.Fatalf("testkit: create database: %v", err)
 	}
 	url := withDatabase(serverURL, name)
-	pool, err := pgxpool.New(ctx, url)
+	pool, err := store.Open(ctx, url, 0)
 	if err != nil {
 		t.Fatalf("testkit: open pool: %v", err)
 	}
