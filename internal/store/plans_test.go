@@ -126,7 +126,7 @@ func TestHotStatementsFindRowsByIndex(t *testing.T) {
 		users = append(users, u)
 	}
 	ids := make([]uuid.UUID, len(users))
-	keys := make([]string, len(users))
+	var keys []string
 	for i, u := range users {
 		ids[i] = u.ID
 	}
