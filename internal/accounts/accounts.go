@@ -7,16 +7,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/mail"
-	"regexp"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"golang.org/x/text/language"
 
+	"github.com/latchkey/latchkey/internal/audit"
 	"github.com/latchkey/latchkey/internal/credential"
+	"github.com/latchkey/latchkey/internal/identifier"
 	"github.com/latchkey/latchkey/internal/problem"
 	"github.com/latchkey/latchkey/internal/store"
 )
@@ -25,20 +27,33 @@ import (
 // in several requests.
 const MaxImport = 500
 
-// Service creates and lists domains and users.
+// Service creates, lists, disables and enables domains and users.
 type Service struct {
 	store  *store.Store
 	hasher *credential.Hasher
 	policy *credential.Policy
+	now    func() time.Time
 }
 
 // New builds the service.
-func New(st *store.Store, hasher *credential.Hasher, policy *credential.Policy) *Service {
-	return &Service{store: st, hasher: hasher, policy: policy}
+func New(st *store.Store, hasher *credential.Hasher, policy *credential.Policy, now func() time.Time) *Service {
+	return &Service{store: st, hasher: hasher, policy: policy, now: now}
 }
 
 // Scope limits what an admin key may touch: nil DomainID means every domain.
+//
+// Login names are one namespace shared by every domain, so a key limited to
+// a domain creates login names only in that domain's part of it (ending in
+// @domain, the form of the default extension@domain). Otherwise it could
+// squat another domain's names and learn, from a refusal, which exist. For
+// the same reason it gets the same answer for a domain or user that exists
+// elsewhere as for one that does not exist.
 type Scope struct{ DomainID *uuid.UUID }
+
+// covers reports whether the scope reaches domainID.
+func (sc Scope) covers(domainID uuid.UUID) bool {
+	return sc.DomainID == nil || *sc.DomainID == domainID
+}
 
 // ErrForbidden means the admin key's scope does not cover the request.
 var ErrForbidden = errors.New("outside the admin key's domain")
@@ -49,22 +64,22 @@ type DomainInput struct {
 	Locale string `json:"locale"`
 }
 
-var domainName = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$`)
-
 // CreateDomain validates and stores a tenant. Names are kept lower-case so
-// that uniqueness ignores case.
+// that uniqueness ignores case. A name whose namespace other domains' login
+// names already use (they end in @name) is refused with 409
+// domain_namespace_taken: that domain's default login names would collide
+// with, or be captured by, those users.
 func (s *Service) CreateDomain(ctx context.Context, scope Scope, in DomainInput) (store.Domain, error) {
 	if scope.DomainID != nil {
 		return store.Domain{}, ErrForbidden
 	}
 	var errs []problem.FieldError
-	name := strings.ToLower(strings.TrimSpace(in.Name))
+	name, valid := identifier.DomainName(in.Name)
 	switch {
 	case name == "":
 		errs = append(errs, fieldErr("name", "required", "The domain name is required."))
-	case len(name) > 253 || !domainName.MatchString(name):
-		errs = append(errs, fieldErr("name", "invalid_domain_name",
-			"The domain name must be letters, digits, hyphens and dots, such as acme.11111.service."))
+	case !valid:
+		errs = append(errs, fieldErr("name", "invalid_domain_name", identifier.DomainNameRule))
 	}
 	locale, ok := canonicalLocale(in.Locale, "en")
 	if !ok {
@@ -72,6 +87,14 @@ func (s *Service) CreateDomain(ctx context.Context, scope Scope, in DomainInput)
 	}
 	if len(errs) > 0 {
 		return store.Domain{}, problem.Validation(errs)
+	}
+	taken, err := s.store.LoginNamesInNamespace(ctx, name)
+	if err != nil {
+		return store.Domain{}, err
+	}
+	if taken {
+		return store.Domain{}, problem.New(409, "domain_namespace_taken",
+			fmt.Sprintf("Users of other domains have login names ending in @%s; rename them before creating this domain.", name))
 	}
 	d, err := s.store.CreateDomain(ctx, name, locale)
 	if errors.Is(err, store.ErrConflict) {
@@ -92,8 +115,6 @@ type UserInput struct {
 	PIN       *string `json:"pin"`
 	Password  *string `json:"password"`
 }
-
-var extensionPattern = regexp.MustCompile(`^[0-9A-Za-z._-]{1,32}$`)
 
 // CreateUsers validates every entry first, so the answer lists all problems
 // at once, then stores them all or none.
@@ -173,7 +194,7 @@ func (s *Service) validateUser(ctx context.Context, scope Scope, in UserInput, d
 	var errs []problem.FieldError
 	var u store.NewUser
 
-	domainKey := strings.ToLower(strings.TrimSpace(in.Domain))
+	domainKey, _ := identifier.DomainName(in.Domain)
 	d, known := domains[domainKey]
 	if domainKey == "" {
 		errs = append(errs, fieldErr("domain", "required", "The domain is required."))
@@ -189,23 +210,24 @@ func (s *Service) validateUser(ctx context.Context, scope Scope, in UserInput, d
 			domains[domainKey] = found
 		}
 	}
-	if known && scope.DomainID != nil && *scope.DomainID != d.ID {
-		return u, nil, ErrForbidden
+	if known && !scope.covers(d.ID) {
+		// Exactly the answer for a domain that does not exist.
+		known = false
+		errs = append(errs, fieldErr("domain", "domain_not_found", fmt.Sprintf("There is no domain named %s.", domainKey)))
 	}
 	u.DomainID = d.ID
 
-	u.Extension = strings.TrimSpace(in.Extension)
-	if u.Extension == "" {
+	var ok bool
+	if u.Extension, ok = identifier.Extension(in.Extension); u.Extension == "" {
 		errs = append(errs, fieldErr("extension", "required", "The extension is required."))
-	} else if !extensionPattern.MatchString(u.Extension) {
-		errs = append(errs, fieldErr("extension", "invalid_extension", "The extension must be 1 to 32 letters, digits, dots, hyphens or underscores."))
+	} else if !ok {
+		errs = append(errs, fieldErr("extension", "invalid_extension", identifier.ExtensionRule))
 	}
 
-	u.Email = strings.TrimSpace(in.Email)
-	if u.Email == "" {
+	if strings.TrimSpace(in.Email) == "" {
 		errs = append(errs, fieldErr("email", "required", "The email address is required."))
-	} else if !validEmail(u.Email) {
-		errs = append(errs, fieldErr("email", "invalid_email", "The email address is not valid."))
+	} else if u.Email, ok = identifier.Email(in.Email); !ok {
+		errs = append(errs, fieldErr("email", "invalid_email", identifier.EmailRule))
 	}
 
 	for _, f := range []struct{ name, value string }{{"first_name", in.FirstName}, {"last_name", in.LastName}} {
@@ -226,12 +248,18 @@ func (s *Service) validateUser(ctx context.Context, scope Scope, in UserInput, d
 	}
 	u.Locale = locale
 
-	u.LoginName = strings.TrimSpace(in.LoginName)
-	if u.LoginName == "" && u.Extension != "" && domainKey != "" {
-		u.LoginName = u.Extension + "@" + domainKey
-	}
-	if in.LoginName != "" && !validLoginName(u.LoginName) {
-		errs = append(errs, fieldErr("login_name", "invalid_login_name", "The login name must be 1 to 254 characters without spaces, commas, semicolons or control characters."))
+	if strings.TrimSpace(in.LoginName) == "" {
+		if u.Extension != "" && known {
+			u.LoginName = u.Extension + "@" + d.Name
+		}
+	} else if u.LoginName, ok = identifier.LoginName(in.LoginName); !ok {
+		errs = append(errs, fieldErr("login_name", "invalid_login_name", identifier.LoginNameRule))
+	} else if known {
+		fe, err := s.checkNamespace(ctx, scope, d, u.LoginName)
+		if err != nil {
+			return u, nil, err
+		}
+		errs = append(errs, fe...)
 	}
 
 	id := credential.Identity{LoginName: u.LoginName, Extension: u.Extension, Email: u.Email}
@@ -246,6 +274,43 @@ func (s *Service) validateUser(ctx context.Context, scope Scope, in UserInput, d
 		}
 	}
 	return u, errs, nil
+}
+
+// checkNamespace keeps a chosen login name from capturing another domain's
+// identifiers. A scoped key may only choose names ending in @<its domain>
+// (the answer does not depend on what exists elsewhere); any key is refused
+// a name in another existing domain's namespace, and an unscoped key, which
+// sees every domain anyway, a name that is the email of another domain's
+// user. Resolution treats such a collision as ambiguous anyway
+// (recovery.Resolve); refusing it here tells the admin at once.
+func (s *Service) checkNamespace(ctx context.Context, scope Scope, d store.Domain, loginName string) ([]problem.FieldError, error) {
+	owner := identifier.DomainOf(loginName)
+	if scope.DomainID != nil {
+		if owner != d.Name {
+			return []problem.FieldError{fieldErr("login_name", "login_name_outside_domain",
+				fmt.Sprintf("A key limited to the domain %s creates login names ending in @%s.", d.Name, d.Name))}, nil
+		}
+		return nil, nil
+	}
+	if owner != "" && owner != d.Name {
+		_, err := s.store.DomainByName(ctx, owner)
+		if err == nil {
+			return []problem.FieldError{fieldErr("login_name", "login_name_in_other_domain",
+				fmt.Sprintf("Login names ending in @%s belong to the domain %s.", owner, owner))}, nil
+		}
+		if !errors.Is(err, store.ErrNotFound) {
+			return nil, err
+		}
+	}
+	taken, err := s.store.EmailInOtherDomain(ctx, loginName, d.ID)
+	if err != nil {
+		return nil, err
+	}
+	if taken {
+		return []problem.FieldError{fieldErr("login_name", "login_name_is_email_elsewhere",
+			"The login name is the email address of a user in another domain.")}, nil
+	}
+	return nil, nil
 }
 
 func (s *Service) hashOptional(ctx context.Context, secret *string) (*string, error) {
@@ -271,15 +336,14 @@ type ListFilter struct {
 func (s *Service) ListUsers(ctx context.Context, scope Scope, f ListFilter) ([]store.User, error) {
 	filter := store.UserFilter{PasswordSet: f.PasswordSet, AfterID: f.After, Limit: f.Limit}
 	if f.Domain != "" {
-		d, err := s.store.DomainByName(ctx, strings.ToLower(f.Domain))
-		if errors.Is(err, store.ErrNotFound) {
+		name, _ := identifier.DomainName(f.Domain)
+		d, err := s.store.DomainByName(ctx, name)
+		if errors.Is(err, store.ErrNotFound) || (err == nil && !scope.covers(d.ID)) {
+			// The same answer for a domain outside the key's scope.
 			return nil, problem.New(404, "domain_not_found", fmt.Sprintf("There is no domain named %s.", f.Domain))
 		}
 		if err != nil {
 			return nil, err
-		}
-		if scope.DomainID != nil && *scope.DomainID != d.ID {
-			return nil, ErrForbidden
 		}
 		filter.DomainID = &d.ID
 	} else if scope.DomainID != nil {
@@ -332,26 +396,6 @@ func canonicalLocale(raw, def string) (string, bool) {
 	return tag.String(), true
 }
 
-func validEmail(s string) bool {
-	if len(s) > 254 || hasControl(s) {
-		return false
-	}
-	a, err := mail.ParseAddress(s)
-	return err == nil && a.Name == "" && a.Address == s && strings.Contains(s, "@")
-}
-
-func validLoginName(s string) bool {
-	if s == "" || utf8.RuneCountInString(s) > 254 || strings.ContainsAny(s, ",;") {
-		return false
-	}
-	for _, r := range s {
-		if unicode.IsSpace(r) || unicode.IsControl(r) {
-			return false
-		}
-	}
-	return true
-}
-
 func hasControl(s string) bool {
 	for _, r := range s {
 		if unicode.IsControl(r) {
@@ -359,4 +403,52 @@ func hasControl(s string) bool {
 		}
 	}
 	return false
+}
+
+// ErrAccountDisabled refuses to act for a disabled account (an admin reset
+// or welcome would send a link nobody can use).
+var ErrAccountDisabled = problem.New(409, "account_disabled", "The account is disabled; enable it first.")
+
+// User statuses.
+const (
+	StatusActive   = "active"
+	StatusDisabled = "disabled"
+)
+
+// SetStatus disables or enables a user (POST /v1/admin/users/{id}/disable
+// and …/enable) and returns it. Disabling revokes every live token and
+// session of the user in the same transaction and moves its credential
+// version on, so that neither a link, a session nor a login in flight
+// outlives it; enabling therefore brings none of them back. Setting the
+// status the user already has changes nothing and records nothing. A user
+// outside the key's scope is store.ErrNotFound, like an unknown one.
+func (s *Service) SetStatus(ctx context.Context, scope Scope, id uuid.UUID, status string, meta audit.Meta) (store.User, error) {
+	var u store.User
+	err := s.store.InTx(ctx, func(tx pgx.Tx) error {
+		var err error
+		if u, err = s.store.LockUser(ctx, tx, id); err != nil {
+			return err
+		}
+		if !scope.covers(u.DomainID) {
+			return store.ErrNotFound
+		}
+		now := s.now()
+		changed, err := s.store.SetUserStatus(ctx, tx, id, status, now)
+		if err != nil || !changed {
+			return err
+		}
+		u.Status = status
+		kind := audit.AccountEnabled
+		if status == StatusDisabled {
+			kind = audit.AccountDisabled
+			if err := s.store.RevokeUserTokens(ctx, tx, id, store.TokenPurposes(), now); err != nil {
+				return err
+			}
+			if err := s.store.RevokeOtherSessions(ctx, tx, id, nil, now); err != nil {
+				return err
+			}
+		}
+		return audit.Record(ctx, s.store, tx, kind, &u.ID, &u.DomainID, meta, nil)
+	})
+	return u, err
 }

@@ -211,7 +211,7 @@ func (a *App) checks() []httpapi.Check {
 func (a *App) Handler() http.Handler {
 	return httpapi.New(httpapi.Deps{
 		Store:    a.Store,
-		Accounts: accounts.New(a.Store, a.hasher, a.policy),
+		Accounts: accounts.New(a.Store, a.hasher, a.policy, a.now),
 		Recovery: a.recovery,
 		Login:    a.login,
 		Sessions: a.sessions,
@@ -325,6 +325,7 @@ func (a *App) RunWorkers(ctx context.Context, roles []Role, handlers Handlers) e
 		return events.WatchMaxDeliveries(ctx, a.NATS, a.Stream, a.Store, a.Log)
 	})
 	start("outbox relay", func() error { return a.outbox.Relay(ctx, 2*time.Second, 5*time.Second) })
+	start("unknown login sweep", func() error { return a.login.SweepEvery(ctx, time.Minute) })
 	for _, role := range roles {
 		types := roleEvents(role)
 		if len(types) == 0 {

@@ -49,16 +49,21 @@ type Options struct {
 	Handlers app.Handlers
 }
 
-// Clock is a settable clock for expiry tests. It starts at the real time.
+// Clock is a settable clock for expiry tests. It starts at the real time
+// and runs with it unless frozen.
 type Clock struct {
 	mu     sync.Mutex
 	offset time.Duration
+	frozen *time.Time
 }
 
 // Now is the clock's time.
 func (c *Clock) Now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.frozen != nil {
+		return c.frozen.Add(c.offset)
+	}
 	return time.Now().Add(c.offset)
 }
 
@@ -67,6 +72,15 @@ func (c *Clock) Advance(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.offset += d
+}
+
+// Freeze stops the clock where it is (Advance still moves it), for tests
+// that compare answers derived from it, such as Retry-After.
+func (c *Clock) Freeze() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := time.Now()
+	c.frozen = &now
 }
 
 // Start brings a stack up and tears it down when the test ends.

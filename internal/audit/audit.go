@@ -27,6 +27,8 @@ const (
 	LoginSucceeded  = "login.succeeded"
 	LoginFailed     = "login.failed"
 	AccountLocked   = "account.locked"
+	AccountDisabled = "account.disabled"
+	AccountEnabled  = "account.enabled"
 	SessionEnded    = "session.ended"
 )
 

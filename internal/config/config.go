@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/latchkey/latchkey/internal/credential"
 )
 
 // Prefix is put in front of every setting's name to make its environment variable.
@@ -196,10 +198,16 @@ func Settings() []Setting {
 			set:  func(c *Config, v string) (err error) { c.SessionTTL, err = parseDuration(v, time.Minute); return }},
 		{Name: "PASSWORD_MIN_LENGTH", Default: "8",
 			Help: "Shortest password accepted, in characters.",
-			set:  func(c *Config, v string) (err error) { c.PasswordMinLength, err = parseIntRange(v, 1, 1024); return }},
+			set: func(c *Config, v string) (err error) {
+				c.PasswordMinLength, err = parseIntRange(v, 1, credential.MaxSecretLength)
+				return
+			}},
 		{Name: "PASSWORD_MAX_LENGTH", Default: "64",
 			Help: "Longest password accepted, in characters.",
-			set:  func(c *Config, v string) (err error) { c.PasswordMaxLength, err = parseIntRange(v, 1, 1024); return }},
+			set: func(c *Config, v string) (err error) {
+				c.PasswordMaxLength, err = parseIntRange(v, 1, credential.MaxSecretLength)
+				return
+			}},
 		{Name: "PIN_MIN_LENGTH", Default: "4",
 			Help: "Shortest voicemail PIN accepted, in digits.",
 			set:  func(c *Config, v string) (err error) { c.PINMinLength, err = parseIntRange(v, 1, 64); return }},
@@ -322,6 +330,13 @@ func (c *Config) crossCheck() []error {
 	if c.PasswordMinLength > c.PasswordMaxLength {
 		errs = append(errs, fmt.Errorf("%sPASSWORD_MIN_LENGTH (%d) must not exceed %sPASSWORD_MAX_LENGTH (%d)",
 			Prefix, c.PasswordMinLength, Prefix, c.PasswordMaxLength))
+	}
+	// The longest password, escaped the longest way JSON allows (\uXXXX\uXXXX,
+	// 12 bytes a code point) twice (new and confirm), must fit in a body,
+	// or it could be accepted by the policy yet never sent.
+	if need := 2*12*int64(c.PasswordMaxLength) + 1024; c.MaxBodyBytes < need {
+		errs = append(errs, fmt.Errorf("%sMAX_BODY_BYTES (%d) is too small for passwords of %sPASSWORD_MAX_LENGTH (%d) characters: it must be at least %d",
+			Prefix, c.MaxBodyBytes, Prefix, c.PasswordMaxLength, need))
 	}
 	if c.PINMinLength > c.PINMaxLength {
 		errs = append(errs, fmt.Errorf("%sPIN_MIN_LENGTH (%d) must not exceed %sPIN_MAX_LENGTH (%d)",

@@ -72,6 +72,9 @@ func TestBadValuesNameTheVariable(t *testing.T) {
 		{map[string]string{"DELTACONTROL_RESET_TIMEOUT": "thirty"}, "DELTACONTROL_RESET_TIMEOUT"},
 		{map[string]string{"DELTACONTROL_RESET_UNLOCK_ACCOUNT": "maybe"}, "DELTACONTROL_RESET_UNLOCK_ACCOUNT"},
 		{map[string]string{"LATCHKEY_PIN_MIN_LENGTH": "8", "LATCHKEY_PIN_MAX_LENGTH": "6"}, "LATCHKEY_PIN_MIN_LENGTH"},
+		// Settings that contradict each other or what login accepts.
+		{map[string]string{"LATCHKEY_PASSWORD_MAX_LENGTH": "1025"}, "LATCHKEY_PASSWORD_MAX_LENGTH"},
+		{map[string]string{"LATCHKEY_PASSWORD_MAX_LENGTH": "1024", "LATCHKEY_MAX_BODY_BYTES": "16384"}, "LATCHKEY_MAX_BODY_BYTES"},
 	}
 	for _, c := range cases {
 		_, err := config.Load(env(c.env), nil)

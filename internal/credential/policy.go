@@ -99,6 +99,10 @@ func checkRange(what string, minLen, maxLen int) error {
 	if minLen > maxLen {
 		return fmt.Errorf("%w: %s minimum length %d is above the maximum %d", ErrInvalidConfig, what, minLen, maxLen)
 	}
+	if maxLen > MaxSecretLength {
+		// Login refuses longer secrets: the policy must not accept them.
+		return fmt.Errorf("%w: %s maximum length %d is above %d", ErrInvalidConfig, what, maxLen, MaxSecretLength)
+	}
 	return nil
 }
 
@@ -285,4 +289,18 @@ func isDigits(s string) bool {
 		}
 	}
 	return true
+}
+
+// MaxSecretLength is the most code points any secret may have: the ceiling
+// of PASSWORD_MAX_LENGTH and PIN_MAX_LENGTH. Login refuses longer input
+// without hashing it; since no policy can accept a longer secret, nothing the
+// policy accepted is ever refused there.
+const MaxSecretLength = 1024
+
+// PlausibleSecret reports whether s could be a stored secret: at least one
+// and at most MaxSecretLength code points. It trims nothing: white space is
+// part of a password (NIST SP 800-63B §5.1.1.2), and " \t" is a secret, not
+// an empty one.
+func PlausibleSecret(s string) bool {
+	return s != "" && (len(s) <= MaxSecretLength || utf8.RuneCountInString(s) <= MaxSecretLength)
 }

@@ -491,6 +491,43 @@ func FuzzCheckPassword(f *testing.F) {
 	})
 }
 
+// FuzzPolicyAcceptsOnlyPlausibleSecrets: login refuses what is not a
+// PlausibleSecret without hashing it, so nothing the policy accepts, under
+// the widest limits configuration allows, may fall outside it. (Before,
+// login counted bytes while the policy counted code points.)
+func FuzzPolicyAcceptsOnlyPlausibleSecrets(f *testing.F) {
+	p := newTestPolicy(f, PolicyConfig{PasswordMinLength: 1, PasswordMaxLength: MaxSecretLength, PINMinLength: 1, PINMaxLength: 64})
+	f.Add(" \t \t \t \t")
+	f.Add(strings.Repeat("😀😺🦊", 341) + "😀")
+	f.Add("4829")
+	f.Fuzz(func(t *testing.T, secret string) {
+		if len(p.CheckPasswordField("password", secret, Identity{})) == 0 && !PlausibleSecret(secret) {
+			t.Fatalf("the policy accepts a password login refuses: %d code points", utf8.RuneCountInString(secret))
+		}
+		if len(p.CheckPIN(secret, Identity{})) == 0 && !PlausibleSecret(secret) {
+			t.Fatalf("the policy accepts a PIN login refuses: %q", secret)
+		}
+	})
+}
+
+func TestPlausibleSecretCountsCodePoints(t *testing.T) {
+	t.Parallel()
+	for s, want := range map[string]bool{
+		"":                                   false,
+		" ":                                  true,
+		strings.Repeat("😀", MaxSecretLength): true,
+		strings.Repeat("😀", MaxSecretLength+1): false,
+		strings.Repeat("a", MaxSecretLength+1): false,
+	} {
+		if got := PlausibleSecret(s); got != want {
+			t.Errorf("PlausibleSecret(%d code points) = %v", utf8.RuneCountInString(s), got)
+		}
+	}
+	if _, err := NewPolicy(PolicyConfig{PasswordMaxLength: MaxSecretLength + 1}); err == nil {
+		t.Fatal("a policy accepting secrets longer than MaxSecretLength was built")
+	}
+}
+
 // FuzzCheckPIN: never panics, and an accepted PIN obeys every rule.
 func FuzzCheckPIN(f *testing.F) {
 	p := newTestPolicy(f, PolicyConfig{})

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net/http"
 	"strconv"
 	"strings"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/latchkey/latchkey/internal/accounts"
 	"github.com/latchkey/latchkey/internal/adminkeys"
+	"github.com/latchkey/latchkey/internal/audit"
 	"github.com/latchkey/latchkey/internal/problem"
 	"github.com/latchkey/latchkey/internal/store"
 )
@@ -120,6 +122,27 @@ func (s *Server) createUsers(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusCreated, out)
 	return nil
+}
+
+// setStatus answers POST /v1/admin/users/{id}/disable and …/enable with the
+// user as it now is.
+func (s *Server) setStatus(status string) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		id, err := uuid.Parse(r.PathValue("id"))
+		if err != nil {
+			return errUserNotFound
+		}
+		principal := principalOf(r.Context())
+		u, err := s.deps.Accounts.SetStatus(r.Context(), scopeOf(r.Context()), id, status, metaOf(r, audit.ActorAdmin, principal.KeyID))
+		if errors.Is(err, store.ErrNotFound) {
+			return errUserNotFound
+		}
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, userJSON(u))
+		return nil
+	}
 }
 
 const (

@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/latchkey/latchkey/internal/audit"
+	"github.com/latchkey/latchkey/internal/identifier"
 	"github.com/latchkey/latchkey/internal/login"
 	"github.com/latchkey/latchkey/internal/problem"
 	"github.com/latchkey/latchkey/internal/ratelimit"
@@ -78,7 +79,7 @@ func (s *Server) forgotPassword(w http.ResponseWriter, r *http.Request) error {
 	if err := s.decode(w, r, &in); err != nil {
 		return err
 	}
-	identifier, ok := recovery.CleanIdentifier(in.Identifier)
+	name, ok := identifier.Recovery(in.Identifier)
 	if !ok {
 		return problem.Validation([]problem.FieldError{{Field: "identifier", Code: "invalid_identifier",
 			Detail: "Enter your username or email address."}})
@@ -86,7 +87,7 @@ func (s *Server) forgotPassword(w http.ResponseWriter, r *http.Request) error {
 	if err := s.allowAddress(r, "recovery"); err != nil {
 		return err
 	}
-	if err := s.deps.Recovery.Forgot(r.Context(), identifier, metaOf(r, audit.ActorSelf, ""), s.allowAccount); err != nil {
+	if err := s.deps.Recovery.Forgot(r.Context(), name, metaOf(r, audit.ActorSelf, ""), s.allowAccount); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusAccepted, map[string]string{"message": recovery.MsgRequestProcessed})
@@ -154,11 +155,13 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) error {
 	if err := s.decode(w, r, &in); err != nil {
 		return err
 	}
-	if errs := append(required("login_name", in.LoginName), required("secret", in.Secret)...); len(errs) > 0 {
-		return problem.Validation(errs)
+	// The secret is not trimmed: white space is part of a password.
+	errs := required("login_name", in.LoginName)
+	if in.Secret == "" {
+		errs = append(errs, problem.FieldError{Field: "secret", Code: "required", Detail: "secret is required."})
 	}
-	if _, ok := recovery.CleanIdentifier(in.LoginName); !ok || len(in.Secret) > 1024 {
-		return login.ErrInvalidCredentials
+	if len(errs) > 0 {
+		return problem.Validation(errs)
 	}
 	if err := s.allowAddress(r, "login"); err != nil {
 		return err

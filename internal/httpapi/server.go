@@ -88,6 +88,8 @@ func (s *Server) routes() {
 	s.handle("GET /v1/admin/users", s.admin(s.listUsers))
 	s.handle("GET /v1/admin/dead-letters", s.admin(s.listDeadLetters))
 	s.handle("POST /v1/admin/users/{id}/password-reset", s.admin(s.adminPasswordReset))
+	s.handle("POST /v1/admin/users/{id}/disable", s.admin(s.setStatus(accounts.StatusDisabled)))
+	s.handle("POST /v1/admin/users/{id}/enable", s.admin(s.setStatus(accounts.StatusActive)))
 	s.handle("GET /v1/admin/deliveries", s.admin(s.listDeliveries))
 
 	s.handle("POST /v1/password/forgot", s.forgotPassword)

@@ -9,17 +9,18 @@ import (
 	"fmt"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/rs/zerolog"
 
+	"github.com/latchkey/latchkey/internal/accounts"
 	"github.com/latchkey/latchkey/internal/audit"
 	"github.com/latchkey/latchkey/internal/config"
 	"github.com/latchkey/latchkey/internal/credential"
 	"github.com/latchkey/latchkey/internal/delivery"
 	"github.com/latchkey/latchkey/internal/events"
+	"github.com/latchkey/latchkey/internal/identifier"
 	"github.com/latchkey/latchkey/internal/mailtmpl"
 	"github.com/latchkey/latchkey/internal/outbox"
 	"github.com/latchkey/latchkey/internal/problem"
@@ -96,37 +97,14 @@ type PasswordChanged struct {
 	audit.Meta
 }
 
-// CleanIdentifier validates a login name or email typed into a form. It
-// refuses control characters so nothing typed can inject a mail header.
-func CleanIdentifier(raw string) (string, bool) {
-	s := strings.TrimSpace(raw)
-	if s == "" || len(s) > 254 {
-		return "", false
-	}
-	// No identifier contains these; a list ("a@x, b@y") or a header
-	// ("a@x\r\nBcc: …") smuggled in is refused rather than looked up.
-	if strings.ContainsAny(s, ",;<>") {
-		return "", false
-	}
-	for _, r := range s {
-		if unicode.IsControl(r) {
-			return "", false
-		}
-	}
-	return s, true
-}
-
-// Resolve finds the one account an identifier names: a login name first,
-// then an email that belongs to exactly one account.
+// Resolve finds the one account an identifier (already canonical, see
+// identifier.Recovery) names: its login name, or its email. An identifier
+// that names two accounts — an email shared across domains, or one account's
+// login name that is another's email — is ErrAccountAmbiguous, never resolved
+// to either: a tenant must not capture another's users by choosing a login
+// name that is their email.
 func (s *Service) Resolve(ctx context.Context, identifier string) (store.User, error) {
-	u, err := s.store.UserByLoginName(ctx, identifier)
-	if err == nil {
-		return u, nil
-	}
-	if !errors.Is(err, store.ErrNotFound) {
-		return store.User{}, err
-	}
-	users, err := s.store.UsersByEmail(ctx, identifier)
+	users, err := s.store.UsersByIdentifier(ctx, identifier)
 	if err != nil {
 		return store.User{}, err
 	}
@@ -141,7 +119,7 @@ func (s *Service) Resolve(ctx context.Context, identifier string) (store.User, e
 }
 
 // Forgot handles POST /v1/password/forgot for an identifier already checked
-// by CleanIdentifier. In explicit mode it says when the account is unknown or
+// by identifier.Recovery. In explicit mode it says when the account is unknown or
 // ambiguous; in uniform mode it does no lookup at all, so known and unknown
 // identifiers cost the same, and the worker resolves the identifier. allow
 // applies the per-account rate limit to the account's (or identifier's) key.
@@ -163,7 +141,9 @@ func (s *Service) Forgot(ctx context.Context, identifier string, meta audit.Meta
 	return s.publish(ctx, data)
 }
 
-// AdminReset handles POST /v1/admin/users/{id}/password-reset.
+// AdminReset handles POST /v1/admin/users/{id}/password-reset: store.ErrNotFound
+// for a user unknown or outside domainScope, accounts.ErrAccountDisabled
+// (409) for a disabled one.
 func (s *Service) AdminReset(ctx context.Context, domainScope *uuid.UUID, userID uuid.UUID, meta audit.Meta) error {
 	u, err := s.store.UserWithDomain(ctx, nil, userID)
 	if err != nil {
@@ -171,6 +151,9 @@ func (s *Service) AdminReset(ctx context.Context, domainScope *uuid.UUID, userID
 	}
 	if domainScope != nil && *domainScope != u.DomainID {
 		return store.ErrNotFound // a scoped key must not learn that the user exists
+	}
+	if u.Status != accounts.StatusActive {
+		return accounts.ErrAccountDisabled
 	}
 	return s.publish(ctx, ResetRequested{UserID: &u.ID, Meta: meta})
 }
@@ -210,13 +193,13 @@ func (s *Service) HandleResetRequested(ctx context.Context, items []events.Item)
 			continue
 		}
 		if data.UserID == nil {
-			identifier, ok := CleanIdentifier(data.Identifier)
+			name, ok := identifier.Recovery(data.Identifier)
 			if !ok {
 				// A backend published something no account can be named by.
 				errs[i] = s.unresolved(ctx, ErrAccountNotFound, data.Meta)
 				continue
 			}
-			u, err := s.Resolve(ctx, identifier)
+			u, err := s.Resolve(ctx, name)
 			if err != nil {
 				errs[i] = s.unresolved(ctx, err, data.Meta)
 				continue
@@ -418,6 +401,15 @@ func (s *Service) Reset(ctx context.Context, token, newPassword, confirmPassword
 	var res ResetResult
 	var changed events.Event
 	err = s.store.InTx(ctx, func(tx pgx.Tx) error {
+		// The user first, then its tokens and sessions: the one lock order
+		// of every credential change (store.LockUser).
+		locked, err := s.store.LockUser(ctx, tx, u.ID)
+		if errors.Is(err, store.ErrNotFound) || (err == nil && locked.Status != "active") {
+			return ErrLinkExpired // deleted or disabled since the link was inspected
+		}
+		if err != nil {
+			return err
+		}
 		consumed, err := s.store.ConsumeToken(ctx, tx, hash, purposes, now)
 		if errors.Is(err, store.ErrNotFound) {
 			return ErrLinkExpired
@@ -450,13 +442,15 @@ func (s *Service) Reset(ctx context.Context, token, newPassword, confirmPassword
 }
 
 // changePassword sets the hash and does what every password change must: the
-// user's outstanding reset and welcome links die, every session ends, and a
-// password.changed event is queued in the same transaction.
+// credential version moves on (a login verifying the old password in flight
+// opens nothing), the user's outstanding reset and welcome links die, every
+// session ends, and a password.changed event is queued in the same
+// transaction. The caller holds the user's row lock (store.LockUser).
 func (s *Service) changePassword(ctx context.Context, tx pgx.Tx, u store.User, phc, via string, meta audit.Meta, now time.Time) (events.Event, error) {
 	if err := s.store.SetPassword(ctx, tx, u.ID, phc, now); err != nil {
 		return events.Event{}, err
 	}
-	if err := s.store.RevokeUserTokens(ctx, tx, u.ID, []string{PurposeReset, "welcome", "setup", "legacy_confirm"}, now); err != nil {
+	if err := s.store.RevokeUserTokens(ctx, tx, u.ID, store.TokenPurposes(), now); err != nil {
 		return events.Event{}, err
 	}
 	if err := s.sessions.EndOthers(ctx, tx, u.ID, nil); err != nil {

@@ -37,6 +37,8 @@ type User struct {
 	LockedUntil  *time.Time
 	RolloutPhase string
 	CreatedAt    time.Time
+	// CredentialVersion changes with every change of a secret or the status.
+	CredentialVersion int64
 	// The PHC hashes, for the code that verifies secrets. Never serialised.
 	PasswordHash *string `json:"-"`
 	PINHash      *string `json:"-"`
@@ -112,6 +114,18 @@ func (s *Store) CreateUsers(ctx context.Context, users []NewUser) ([]User, error
 	return created, nil
 }
 
+// LoginNamesInNamespace reports whether any login name ends in @domainName.
+func (s *Store) LoginNamesInNamespace(ctx context.Context, domainName string) (bool, error) {
+	found, err := s.q.LoginNamesInNamespace(ctx, s.pool, domainName)
+	return found, translate("look for login names in a namespace", err)
+}
+
+// EmailInOtherDomain reports whether a user outside domainID has this email.
+func (s *Store) EmailInOtherDomain(ctx context.Context, email string, domainID uuid.UUID) (bool, error) {
+	found, err := s.q.EmailInOtherDomain(ctx, s.pool, dbsqlc.EmailInOtherDomainParams{Email: email, DomainID: domainID})
+	return found, translate("look for an email in other domains", err)
+}
+
 // BatchError tells which entry of a batch failed.
 type BatchError struct {
 	Index int
@@ -149,6 +163,6 @@ func userFromRow(r dbsqlc.User, domainName string) User {
 		Email: r.Email, FirstName: r.FirstName, LastName: r.LastName, Locale: r.Locale,
 		PasswordSet: r.PasswordHash != nil, PINSet: r.PinHash != nil, Status: r.Status,
 		FailedLogins: int(r.FailedLogins), LockedUntil: r.LockedUntil, RolloutPhase: r.RolloutPhase,
-		CreatedAt: r.CreatedAt, PasswordHash: r.PasswordHash, PINHash: r.PinHash,
+		CreatedAt: r.CreatedAt, CredentialVersion: r.CredentialVersion, PasswordHash: r.PasswordHash, PINHash: r.PinHash,
 	}
 }

@@ -20,12 +20,12 @@ func (s *Store) UserByLoginName(ctx context.Context, loginName string) (User, er
 	return userFromRow(row.User, row.DomainName), nil
 }
 
-// UsersByEmail returns at most two accounts with this email: enough to tell
-// a unique match from an ambiguous one.
-func (s *Store) UsersByEmail(ctx context.Context, email string) ([]User, error) {
-	rows, err := s.q.FindUsersByEmail(ctx, s.pool, email)
+// UsersByIdentifier returns at most two accounts whose login name or email
+// is identifier (ignoring case): enough to tell one from ambiguous.
+func (s *Store) UsersByIdentifier(ctx context.Context, identifier string) ([]User, error) {
+	rows, err := s.q.FindUsersByIdentifier(ctx, s.pool, identifier)
 	if err != nil {
-		return nil, translate("find users by email", err)
+		return nil, translate("find users by identifier", err)
 	}
 	users := make([]User, len(rows))
 	for i, r := range rows {
@@ -55,31 +55,6 @@ func (s *Store) SetPassword(ctx context.Context, tx pgx.Tx, userID uuid.UUID, ha
 func (s *Store) RehashPassword(ctx context.Context, userID uuid.UUID, oldHash, newHash string, now time.Time) error {
 	err := s.q.UpdatePasswordHash(ctx, s.pool, dbsqlc.UpdatePasswordHashParams{ID: userID, PasswordHash: &newHash, OldHash: &oldHash, Now: now})
 	return translate("rehash password", err)
-}
-
-// LoginFailure is what one failed login did to the account.
-type LoginFailure struct {
-	Failures int
-	// JustLocked is true for the failure that locked the account.
-	JustLocked bool
-}
-
-// RecordLoginFailure counts a failed login and locks the account until
-// lockedUntil once the count reaches threshold; a failure after an expired
-// lock starts a new count.
-func (s *Store) RecordLoginFailure(ctx context.Context, userID uuid.UUID, threshold int, lockedUntil, now time.Time) (LoginFailure, error) {
-	row, err := s.q.RecordLoginFailure(ctx, s.pool, dbsqlc.RecordLoginFailureParams{
-		ID: userID, Threshold: int32(threshold), LockedUntil: lockedUntil, Now: now,
-	})
-	if err != nil {
-		return LoginFailure{}, translate("record login failure", err)
-	}
-	return LoginFailure{Failures: int(row.FailedLogins), JustLocked: row.JustLocked}, nil
-}
-
-// RecordLoginSuccess resets the failure count.
-func (s *Store) RecordLoginSuccess(ctx context.Context, userID uuid.UUID) error {
-	return translate("record login success", s.q.RecordLoginSuccess(ctx, s.pool, userID))
 }
 
 // TokenInfo describes a live or just-consumed token.

@@ -44,7 +44,8 @@ func (r *planRecorder) take() []json.RawMessage {
 
 // bigTables grow with every user, token and email: reading one whole is a
 // cost that rises with the service's age.
-var bigTables = map[string]bool{"users": true, "tokens": true, "mail_deliveries": true, "audit_events": true, "sessions": true}
+var bigTables = map[string]bool{"users": true, "tokens": true, "mail_deliveries": true, "audit_events": true, "sessions": true,
+	"unknown_login_failures": true}
 
 // fullReads lists the plan nodes that read a big table whole: a sequential
 // scan, or an index scan without an index condition.
@@ -136,6 +137,7 @@ func TestHotStatementsFindRowsByIndex(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Now()
+	lockout := store.Lockout{Threshold: 5, Duration: 15 * time.Minute}
 	inTx := func(f func(tx pgx.Tx) error) error {
 		return pgx.BeginFunc(ctx, pool, f)
 	}
@@ -145,7 +147,18 @@ func TestHotStatementsFindRowsByIndex(t *testing.T) {
 		run  func() error
 	}{
 		{"UserByLoginName", func() error { _, err := s.UserByLoginName(ctx, "u7@plans.example"); return err }},
-		{"UsersByEmail", func() error { _, err := s.UsersByEmail(ctx, "u7@mail.example"); return err }},
+		{"UsersByIdentifier", func() error { _, err := s.UsersByIdentifier(ctx, "u7@mail.example"); return err }},
+		{"AdmitLoginAttempt", func() error { _, err := s.AdmitLoginAttempt(ctx, users[0].ID, lockout, now); return err }},
+		{"AdmitUnknownLoginAttempt", func() error {
+			_, err := s.AdmitUnknownLoginAttempt(ctx, "nobody@plans.example", lockout, now)
+			return err
+		}},
+		{"CompleteLogin", func() error {
+			return inTx(func(tx pgx.Tx) error { return s.CompleteLogin(ctx, tx, users[0].ID, users[0].CredentialVersion) })
+		}},
+		{"LockUser", func() error {
+			return inTx(func(tx pgx.Tx) error { _, err := s.LockUser(ctx, tx, users[1].ID); return err })
+		}},
 		{"LockUsersWithDomain", func() error {
 			return inTx(func(tx pgx.Tx) error { _, err := s.LockUsersWithDomain(ctx, tx, ids); return err })
 		}},

@@ -26,7 +26,7 @@ SELECT d.id, d.user_id, d.template, d.locale, d.recipient, d.attempts, d.token_p
            SELECT 1 FROM mail_deliveries n
            WHERE n.user_id = d.user_id AND n.token_purpose = d.token_purpose AND n.created_at > d.created_at
              AND n.status IN ('queued', 'sending', 'sent'))) AS superseded,
-       u.id, u.domain_id, u.extension, u.login_name, u.email, u.first_name, u.last_name, u.locale, u.password_hash, u.password_changed_at, u.pin_hash, u.pin_changed_at, u.status, u.failed_logins, u.locked_until, u.rollout_phase, u.rollout_phase_at, u.created_at, u.updated_at, dom.name AS domain_name
+       u.id, u.domain_id, u.extension, u.login_name, u.email, u.first_name, u.last_name, u.locale, u.password_hash, u.password_changed_at, u.pin_hash, u.pin_changed_at, u.status, u.failed_logins, u.locked_until, u.rollout_phase, u.rollout_phase_at, u.created_at, u.updated_at, u.credential_version, u.failed_login_at, dom.name AS domain_name
 FROM d
 JOIN users u ON u.id = d.user_id
 JOIN domains dom ON dom.id = u.domain_id
@@ -96,6 +96,8 @@ func (q *Queries) ClaimDeliveries(ctx context.Context, db DBTX, arg ClaimDeliver
 			&i.User.RolloutPhaseAt,
 			&i.User.CreatedAt,
 			&i.User.UpdatedAt,
+			&i.User.CredentialVersion,
+			&i.User.FailedLoginAt,
 			&i.DomainName,
 		); err != nil {
 			return nil, err

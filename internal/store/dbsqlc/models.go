@@ -135,6 +135,13 @@ type Token struct {
 	DeliveryID    *uuid.UUID
 }
 
+type UnknownLoginFailure struct {
+	NameKey     []byte
+	Failures    int32
+	LockedUntil *time.Time
+	UpdatedAt   time.Time
+}
+
 type User struct {
 	ID                uuid.UUID
 	DomainID          uuid.UUID
@@ -155,4 +162,6 @@ type User struct {
 	RolloutPhaseAt    *time.Time
 	CreatedAt         time.Time
 	UpdatedAt         time.Time
+	CredentialVersion int64
+	FailedLoginAt     *time.Time
 }

@@ -12,6 +12,128 @@ import (
 	"github.com/google/uuid"
 )
 
+const admitLoginAttempt = `-- name: AdmitLoginAttempt :one
+UPDATE users
+SET failed_logins = CASE WHEN failed_login_at IS NULL OR failed_login_at <= $1::timestamptz
+                              OR locked_until <= $2::timestamptz
+                         THEN 1 ELSE failed_logins + 1 END,
+    locked_until = CASE WHEN (CASE WHEN failed_login_at IS NULL OR failed_login_at <= $1::timestamptz
+                                        OR locked_until <= $2::timestamptz
+                                   THEN 1 ELSE failed_logins + 1 END) >= $3::integer
+                        THEN $4::timestamptz END,
+    failed_login_at = $2::timestamptz
+WHERE id = $5 AND (locked_until IS NULL OR locked_until <= $2::timestamptz)
+RETURNING failed_logins, locked_until, credential_version, status, password_hash, pin_hash
+`
+
+type AdmitLoginAttemptParams struct {
+	WindowStart time.Time
+	Now         time.Time
+	Threshold   int32
+	LockedUntil time.Time
+	ID          uuid.UUID
+}
+
+type AdmitLoginAttemptRow struct {
+	FailedLogins      int32
+	LockedUntil       *time.Time
+	CredentialVersion int64
+	Status            string
+	PasswordHash      *string
+	PinHash           *string
+}
+
+// Admits one login attempt to the slow verification, counting it as a failure
+// until CompleteLogin proves it right. The count restarts after an expired
+// lock or a quiet window (no attempt since @window_start); the attempt that
+// brings it to the threshold locks the account, and a locked account admits
+// nothing (no row). The row lock serialises concurrent attempts, so at most
+// @threshold verifications happen per lock, whatever the concurrency. The
+// secrets and credential_version are returned from the same row version.
+func (q *Queries) AdmitLoginAttempt(ctx context.Context, db DBTX, arg AdmitLoginAttemptParams) (AdmitLoginAttemptRow, error) {
+	row := db.QueryRow(ctx, admitLoginAttempt,
+		arg.WindowStart,
+		arg.Now,
+		arg.Threshold,
+		arg.LockedUntil,
+		arg.ID,
+	)
+	var i AdmitLoginAttemptRow
+	err := row.Scan(
+		&i.FailedLogins,
+		&i.LockedUntil,
+		&i.CredentialVersion,
+		&i.Status,
+		&i.PasswordHash,
+		&i.PinHash,
+	)
+	return i, err
+}
+
+const admitUnknownLoginAttempt = `-- name: AdmitUnknownLoginAttempt :one
+INSERT INTO unknown_login_failures AS f (name_key, failures, locked_until, updated_at)
+VALUES ($1, 1, CASE WHEN 1 >= $2::integer THEN $3::timestamptz END, $4::timestamptz)
+ON CONFLICT (name_key) DO UPDATE
+SET failures = CASE WHEN f.updated_at <= $5::timestamptz OR f.locked_until <= $4::timestamptz
+                    THEN 1 ELSE f.failures + 1 END,
+    locked_until = CASE WHEN (CASE WHEN f.updated_at <= $5::timestamptz OR f.locked_until <= $4::timestamptz
+                                   THEN 1 ELSE f.failures + 1 END) >= $2::integer
+                        THEN $3::timestamptz END,
+    updated_at = $4::timestamptz
+WHERE f.locked_until IS NULL OR f.locked_until <= $4::timestamptz
+RETURNING failures, locked_until
+`
+
+type AdmitUnknownLoginAttemptParams struct {
+	NameKey     []byte
+	Threshold   int32
+	LockedUntil time.Time
+	Now         time.Time
+	WindowStart time.Time
+}
+
+type AdmitUnknownLoginAttemptRow struct {
+	Failures    int32
+	LockedUntil *time.Time
+}
+
+// The unknown-login-name twin of AdmitLoginAttempt, on unknown_login_failures.
+func (q *Queries) AdmitUnknownLoginAttempt(ctx context.Context, db DBTX, arg AdmitUnknownLoginAttemptParams) (AdmitUnknownLoginAttemptRow, error) {
+	row := db.QueryRow(ctx, admitUnknownLoginAttempt,
+		arg.NameKey,
+		arg.Threshold,
+		arg.LockedUntil,
+		arg.Now,
+		arg.WindowStart,
+	)
+	var i AdmitUnknownLoginAttemptRow
+	err := row.Scan(&i.Failures, &i.LockedUntil)
+	return i, err
+}
+
+const completeLogin = `-- name: CompleteLogin :execrows
+UPDATE users SET failed_logins = 0, locked_until = NULL, failed_login_at = NULL
+WHERE id = $1 AND credential_version = $2 AND status = 'active'
+`
+
+type CompleteLoginParams struct {
+	ID                uuid.UUID
+	CredentialVersion int64
+}
+
+// Ends a verified login: clears the failure count only while the credential
+// verified is still the current one and the account still active. The row
+// lock it takes orders it against a concurrent change, which bumps
+// credential_version first and revokes sessions after: either this sees the
+// bump and matches nothing, or the change sees the session it commits.
+func (q *Queries) CompleteLogin(ctx context.Context, db DBTX, arg CompleteLoginParams) (int64, error) {
+	result, err := db.Exec(ctx, completeLogin, arg.ID, arg.CredentialVersion)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
 const createUser = `-- name: CreateUser :one
 INSERT INTO users (
     domain_id, extension, login_name, email, first_name, last_name, locale,
@@ -21,7 +143,7 @@ INSERT INTO users (
     $8, CASE WHEN $8::text IS NULL THEN NULL ELSE now() END,
     $9, CASE WHEN $9::text IS NULL THEN NULL ELSE now() END
 )
-RETURNING id, domain_id, extension, login_name, email, first_name, last_name, locale, password_hash, password_changed_at, pin_hash, pin_changed_at, status, failed_logins, locked_until, rollout_phase, rollout_phase_at, created_at, updated_at
+RETURNING id, domain_id, extension, login_name, email, first_name, last_name, locale, password_hash, password_changed_at, pin_hash, pin_changed_at, status, failed_logins, locked_until, rollout_phase, rollout_phase_at, created_at, updated_at, credential_version, failed_login_at
 `
 
 type CreateUserParams struct {
@@ -69,33 +191,53 @@ func (q *Queries) CreateUser(ctx context.Context, db DBTX, arg CreateUserParams)
 		&i.RolloutPhaseAt,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.CredentialVersion,
+		&i.FailedLoginAt,
 	)
 	return i, err
 }
 
-const findUsersByEmail = `-- name: FindUsersByEmail :many
-SELECT u.id, u.domain_id, u.extension, u.login_name, u.email, u.first_name, u.last_name, u.locale, u.password_hash, u.password_changed_at, u.pin_hash, u.pin_changed_at, u.status, u.failed_logins, u.locked_until, u.rollout_phase, u.rollout_phase_at, u.created_at, u.updated_at, d.name AS domain_name
+const emailInOtherDomain = `-- name: EmailInOtherDomain :one
+SELECT EXISTS (SELECT 1 FROM users WHERE lower(email) = lower($1) AND domain_id <> $2)
+`
+
+type EmailInOtherDomainParams struct {
+	Email    string
+	DomainID uuid.UUID
+}
+
+// Whether an email belongs to a user of another domain than @domain_id.
+func (q *Queries) EmailInOtherDomain(ctx context.Context, db DBTX, arg EmailInOtherDomainParams) (bool, error) {
+	row := db.QueryRow(ctx, emailInOtherDomain, arg.Email, arg.DomainID)
+	var exists bool
+	err := row.Scan(&exists)
+	return exists, err
+}
+
+const findUsersByIdentifier = `-- name: FindUsersByIdentifier :many
+SELECT u.id, u.domain_id, u.extension, u.login_name, u.email, u.first_name, u.last_name, u.locale, u.password_hash, u.password_changed_at, u.pin_hash, u.pin_changed_at, u.status, u.failed_logins, u.locked_until, u.rollout_phase, u.rollout_phase_at, u.created_at, u.updated_at, u.credential_version, u.failed_login_at, d.name AS domain_name
 FROM users u JOIN domains d ON d.id = u.domain_id
-WHERE lower(u.email) = lower($1)
-ORDER BY u.created_at
+WHERE lower(u.login_name) = lower($1) OR lower(u.email) = lower($1)
 LIMIT 2
 `
 
-type FindUsersByEmailRow struct {
+type FindUsersByIdentifierRow struct {
 	User       User
 	DomainName string
 }
 
-// Two rows are enough to tell "one" from "ambiguous".
-func (q *Queries) FindUsersByEmail(ctx context.Context, db DBTX, email string) ([]FindUsersByEmailRow, error) {
-	rows, err := db.Query(ctx, findUsersByEmail, email)
+// The accounts an identifier typed into "forgot password" names, by its
+// login name or its email: two rows are enough to call it ambiguous. One
+// round trip; each branch of the OR seeks its own index.
+func (q *Queries) FindUsersByIdentifier(ctx context.Context, db DBTX, identifier string) ([]FindUsersByIdentifierRow, error) {
+	rows, err := db.Query(ctx, findUsersByIdentifier, identifier)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	items := []FindUsersByEmailRow{}
+	items := []FindUsersByIdentifierRow{}
 	for rows.Next() {
-		var i FindUsersByEmailRow
+		var i FindUsersByIdentifierRow
 		if err := rows.Scan(
 			&i.User.ID,
 			&i.User.DomainID,
@@ -116,6 +258,8 @@ func (q *Queries) FindUsersByEmail(ctx context.Context, db DBTX, email string) (
 			&i.User.RolloutPhaseAt,
 			&i.User.CreatedAt,
 			&i.User.UpdatedAt,
+			&i.User.CredentialVersion,
+			&i.User.FailedLoginAt,
 			&i.DomainName,
 		); err != nil {
 			return nil, err
@@ -128,8 +272,30 @@ func (q *Queries) FindUsersByEmail(ctx context.Context, db DBTX, email string) (
 	return items, nil
 }
 
+const getLockedUntil = `-- name: GetLockedUntil :one
+SELECT locked_until FROM users WHERE id = $1
+`
+
+func (q *Queries) GetLockedUntil(ctx context.Context, db DBTX, id uuid.UUID) (*time.Time, error) {
+	row := db.QueryRow(ctx, getLockedUntil, id)
+	var locked_until *time.Time
+	err := row.Scan(&locked_until)
+	return locked_until, err
+}
+
+const getUnknownLoginLockedUntil = `-- name: GetUnknownLoginLockedUntil :one
+SELECT locked_until FROM unknown_login_failures WHERE name_key = $1
+`
+
+func (q *Queries) GetUnknownLoginLockedUntil(ctx context.Context, db DBTX, nameKey []byte) (*time.Time, error) {
+	row := db.QueryRow(ctx, getUnknownLoginLockedUntil, nameKey)
+	var locked_until *time.Time
+	err := row.Scan(&locked_until)
+	return locked_until, err
+}
+
 const getUserByLoginName = `-- name: GetUserByLoginName :one
-SELECT u.id, u.domain_id, u.extension, u.login_name, u.email, u.first_name, u.last_name, u.locale, u.password_hash, u.password_changed_at, u.pin_hash, u.pin_changed_at, u.status, u.failed_logins, u.locked_until, u.rollout_phase, u.rollout_phase_at, u.created_at, u.updated_at, d.name AS domain_name
+SELECT u.id, u.domain_id, u.extension, u.login_name, u.email, u.first_name, u.last_name, u.locale, u.password_hash, u.password_changed_at, u.pin_hash, u.pin_changed_at, u.status, u.failed_logins, u.locked_until, u.rollout_phase, u.rollout_phase_at, u.created_at, u.updated_at, u.credential_version, u.failed_login_at, d.name AS domain_name
 FROM users u JOIN domains d ON d.id = u.domain_id
 WHERE lower(u.login_name) = lower($1)
 `
@@ -162,13 +328,15 @@ func (q *Queries) GetUserByLoginName(ctx context.Context, db DBTX, loginName str
 		&i.User.RolloutPhaseAt,
 		&i.User.CreatedAt,
 		&i.User.UpdatedAt,
+		&i.User.CredentialVersion,
+		&i.User.FailedLoginAt,
 		&i.DomainName,
 	)
 	return i, err
 }
 
 const getUserWithDomain = `-- name: GetUserWithDomain :one
-SELECT u.id, u.domain_id, u.extension, u.login_name, u.email, u.first_name, u.last_name, u.locale, u.password_hash, u.password_changed_at, u.pin_hash, u.pin_changed_at, u.status, u.failed_logins, u.locked_until, u.rollout_phase, u.rollout_phase_at, u.created_at, u.updated_at, d.name AS domain_name
+SELECT u.id, u.domain_id, u.extension, u.login_name, u.email, u.first_name, u.last_name, u.locale, u.password_hash, u.password_changed_at, u.pin_hash, u.pin_changed_at, u.status, u.failed_logins, u.locked_until, u.rollout_phase, u.rollout_phase_at, u.created_at, u.updated_at, u.credential_version, u.failed_login_at, d.name AS domain_name
 FROM users u JOIN domains d ON d.id = u.domain_id
 WHERE u.id = $1
 `
@@ -201,13 +369,15 @@ func (q *Queries) GetUserWithDomain(ctx context.Context, db DBTX, id uuid.UUID) 
 		&i.User.RolloutPhaseAt,
 		&i.User.CreatedAt,
 		&i.User.UpdatedAt,
+		&i.User.CredentialVersion,
+		&i.User.FailedLoginAt,
 		&i.DomainName,
 	)
 	return i, err
 }
 
 const listUsers = `-- name: ListUsers :many
-SELECT u.id, u.domain_id, u.extension, u.login_name, u.email, u.first_name, u.last_name, u.locale, u.password_hash, u.password_changed_at, u.pin_hash, u.pin_changed_at, u.status, u.failed_logins, u.locked_until, u.rollout_phase, u.rollout_phase_at, u.created_at, u.updated_at, d.name AS domain_name
+SELECT u.id, u.domain_id, u.extension, u.login_name, u.email, u.first_name, u.last_name, u.locale, u.password_hash, u.password_changed_at, u.pin_hash, u.pin_changed_at, u.status, u.failed_logins, u.locked_until, u.rollout_phase, u.rollout_phase_at, u.created_at, u.updated_at, u.credential_version, u.failed_login_at, d.name AS domain_name
 FROM users u
 JOIN domains d ON d.id = u.domain_id
 WHERE ($1::uuid IS NULL OR u.domain_id = $1)
@@ -264,6 +434,8 @@ func (q *Queries) ListUsers(ctx context.Context, db DBTX, arg ListUsersParams) (
 			&i.User.RolloutPhaseAt,
 			&i.User.CreatedAt,
 			&i.User.UpdatedAt,
+			&i.User.CredentialVersion,
+			&i.User.FailedLoginAt,
 			&i.DomainName,
 		); err != nil {
 			return nil, err
@@ -276,8 +448,53 @@ func (q *Queries) ListUsers(ctx context.Context, db DBTX, arg ListUsersParams) (
 	return items, nil
 }
 
+const lockUser = `-- name: LockUser :one
+SELECT u.id, u.domain_id, u.extension, u.login_name, u.email, u.first_name, u.last_name, u.locale, u.password_hash, u.password_changed_at, u.pin_hash, u.pin_changed_at, u.status, u.failed_logins, u.locked_until, u.rollout_phase, u.rollout_phase_at, u.created_at, u.updated_at, u.credential_version, u.failed_login_at, d.name AS domain_name
+FROM users u JOIN domains d ON d.id = u.domain_id
+WHERE u.id = $1
+FOR NO KEY UPDATE OF u
+`
+
+type LockUserRow struct {
+	User       User
+	DomainName string
+}
+
+// Locks one user for a change of its credentials or status. Every such
+// change takes this lock (or updates the row) before it touches the user's
+// tokens or sessions: one order, so two changes cannot deadlock.
+func (q *Queries) LockUser(ctx context.Context, db DBTX, id uuid.UUID) (LockUserRow, error) {
+	row := db.QueryRow(ctx, lockUser, id)
+	var i LockUserRow
+	err := row.Scan(
+		&i.User.ID,
+		&i.User.DomainID,
+		&i.User.Extension,
+		&i.User.LoginName,
+		&i.User.Email,
+		&i.User.FirstName,
+		&i.User.LastName,
+		&i.User.Locale,
+		&i.User.PasswordHash,
+		&i.User.PasswordChangedAt,
+		&i.User.PinHash,
+		&i.User.PinChangedAt,
+		&i.User.Status,
+		&i.User.FailedLogins,
+		&i.User.LockedUntil,
+		&i.User.RolloutPhase,
+		&i.User.RolloutPhaseAt,
+		&i.User.CreatedAt,
+		&i.User.UpdatedAt,
+		&i.User.CredentialVersion,
+		&i.User.FailedLoginAt,
+		&i.DomainName,
+	)
+	return i, err
+}
+
 const lockUsersWithDomain = `-- name: LockUsersWithDomain :many
-SELECT u.id, u.domain_id, u.extension, u.login_name, u.email, u.first_name, u.last_name, u.locale, u.password_hash, u.password_changed_at, u.pin_hash, u.pin_changed_at, u.status, u.failed_logins, u.locked_until, u.rollout_phase, u.rollout_phase_at, u.created_at, u.updated_at, d.name AS domain_name
+SELECT u.id, u.domain_id, u.extension, u.login_name, u.email, u.first_name, u.last_name, u.locale, u.password_hash, u.password_changed_at, u.pin_hash, u.pin_changed_at, u.status, u.failed_logins, u.locked_until, u.rollout_phase, u.rollout_phase_at, u.created_at, u.updated_at, u.credential_version, u.failed_login_at, d.name AS domain_name
 FROM users u JOIN domains d ON d.id = u.domain_id
 WHERE u.id = ANY($1::uuid[])
 ORDER BY u.id
@@ -319,6 +536,8 @@ func (q *Queries) LockUsersWithDomain(ctx context.Context, db DBTX, ids []uuid.U
 			&i.User.RolloutPhaseAt,
 			&i.User.CreatedAt,
 			&i.User.UpdatedAt,
+			&i.User.CredentialVersion,
+			&i.User.FailedLoginAt,
 			&i.DomainName,
 		); err != nil {
 			return nil, err
@@ -331,64 +550,23 @@ func (q *Queries) LockUsersWithDomain(ctx context.Context, db DBTX, ids []uuid.U
 	return items, nil
 }
 
-const recordLoginFailure = `-- name: RecordLoginFailure :one
-WITH prev AS (
-    SELECT users.id AS user_id,
-           CASE WHEN users.locked_until IS NOT NULL AND users.locked_until <= $3::timestamptz THEN 0 ELSE users.failed_logins END AS failures
-    FROM users WHERE users.id = $4 FOR UPDATE
-)
-UPDATE users u
-SET failed_logins = prev.failures + 1,
-    locked_until = CASE WHEN prev.failures + 1 >= $1::integer THEN $2::timestamptz
-                        WHEN u.locked_until <= $3::timestamptz THEN NULL
-                        ELSE u.locked_until END,
-    updated_at = $3::timestamptz
-FROM prev
-WHERE u.id = prev.user_id
-RETURNING u.failed_logins, u.locked_until, (prev.failures + 1 = $1::integer) AS just_locked
+const loginNamesInNamespace = `-- name: LoginNamesInNamespace :one
+SELECT EXISTS (SELECT 1 FROM users WHERE right(lower(login_name), char_length($1::text) + 1) = '@' || $1::text)
 `
 
-type RecordLoginFailureParams struct {
-	Threshold   int32
-	LockedUntil time.Time
-	Now         time.Time
-	ID          uuid.UUID
-}
-
-type RecordLoginFailureRow struct {
-	FailedLogins int32
-	LockedUntil  *time.Time
-	JustLocked   bool
-}
-
-// A failure after an expired lock starts a new count, so one wrong guess
-// does not re-lock the account; just_locked is true for the failure that
-// locks it, once per lock.
-func (q *Queries) RecordLoginFailure(ctx context.Context, db DBTX, arg RecordLoginFailureParams) (RecordLoginFailureRow, error) {
-	row := db.QueryRow(ctx, recordLoginFailure,
-		arg.Threshold,
-		arg.LockedUntil,
-		arg.Now,
-		arg.ID,
-	)
-	var i RecordLoginFailureRow
-	err := row.Scan(&i.FailedLogins, &i.LockedUntil, &i.JustLocked)
-	return i, err
-}
-
-const recordLoginSuccess = `-- name: RecordLoginSuccess :exec
-UPDATE users SET failed_logins = 0, locked_until = NULL WHERE id = $1 AND (failed_logins <> 0 OR locked_until IS NOT NULL)
-`
-
-func (q *Queries) RecordLoginSuccess(ctx context.Context, db DBTX, id uuid.UUID) error {
-	_, err := db.Exec(ctx, recordLoginSuccess, id)
-	return err
+// Whether login names in a domain's namespace (ending in @name) exist. Only
+// domain creation asks, so reading every user is acceptable.
+func (q *Queries) LoginNamesInNamespace(ctx context.Context, db DBTX, domainName string) (bool, error) {
+	row := db.QueryRow(ctx, loginNamesInNamespace, domainName)
+	var exists bool
+	err := row.Scan(&exists)
+	return exists, err
 }
 
 const setPasswordHash = `-- name: SetPasswordHash :exec
 UPDATE users
 SET password_hash = $1, password_changed_at = $2::timestamptz, failed_logins = 0, locked_until = NULL,
-    updated_at = $2::timestamptz
+    failed_login_at = NULL, credential_version = credential_version + 1, updated_at = $2::timestamptz
 WHERE id = $3
 `
 
@@ -398,13 +576,49 @@ type SetPasswordHashParams struct {
 	ID           uuid.UUID
 }
 
+// Every secret change bumps credential_version, so a login that verified the
+// old secret cannot start a session afterwards (CompleteLogin).
 func (q *Queries) SetPasswordHash(ctx context.Context, db DBTX, arg SetPasswordHashParams) error {
 	_, err := db.Exec(ctx, setPasswordHash, arg.PasswordHash, arg.Now, arg.ID)
 	return err
 }
 
+const setUserStatus = `-- name: SetUserStatus :one
+UPDATE users SET status = $1, credential_version = credential_version + 1, updated_at = $2::timestamptz
+WHERE id = $3 AND status <> $1
+RETURNING id
+`
+
+type SetUserStatusParams struct {
+	Status string
+	Now    time.Time
+	ID     uuid.UUID
+}
+
+// Disabling or enabling changes what the account's credentials open, so it
+// bumps credential_version like a secret change.
+func (q *Queries) SetUserStatus(ctx context.Context, db DBTX, arg SetUserStatusParams) (uuid.UUID, error) {
+	row := db.QueryRow(ctx, setUserStatus, arg.Status, arg.Now, arg.ID)
+	var id uuid.UUID
+	err := row.Scan(&id)
+	return id, err
+}
+
+const sweepUnknownLoginFailures = `-- name: SweepUnknownLoginFailures :execrows
+DELETE FROM unknown_login_failures WHERE updated_at <= $1::timestamptz
+`
+
+// Rows untouched for a whole window would restart their count anyway.
+func (q *Queries) SweepUnknownLoginFailures(ctx context.Context, db DBTX, windowStart time.Time) (int64, error) {
+	result, err := db.Exec(ctx, sweepUnknownLoginFailures, windowStart)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
 const unlockUsers = `-- name: UnlockUsers :many
-UPDATE users SET failed_logins = 0, locked_until = NULL, updated_at = $1::timestamptz
+UPDATE users SET failed_logins = 0, locked_until = NULL, failed_login_at = NULL, updated_at = $1::timestamptz
 WHERE id = ANY($2::uuid[]) AND locked_until IS NOT NULL
 RETURNING id
 `
