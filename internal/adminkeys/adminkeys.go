@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/latchkey/latchkey/internal/identifier"
 	"github.com/latchkey/latchkey/internal/store"
 )
 
@@ -79,7 +80,8 @@ func (a *Authenticator) Authenticate(ctx context.Context, key string) (Principal
 func Create(ctx context.Context, st *store.Store, name, domain string) (key string, created store.AdminKey, err error) {
 	var domainID *uuid.UUID
 	if domain != "" {
-		d, err := st.DomainByName(ctx, strings.ToLower(domain))
+		name, _ := identifier.DomainName(domain)
+		d, err := st.DomainByName(ctx, name)
 		if err != nil {
 			return "", store.AdminKey{}, fmt.Errorf("admin key domain %q: %w", domain, err)
 		}
