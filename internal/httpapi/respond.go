@@ -9,6 +9,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"os"
 
 	"github.com/latchkey/latchkey/internal/accounts"
 	"github.com/latchkey/latchkey/internal/adminkeys"
@@ -21,12 +22,19 @@ import (
 // does not recognise is a 500 whose cause goes to the log, not the client.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var p *problem.Problem
+	var bodyErr *bodyReadError
 	switch {
 	case errors.As(err, &p):
 		// Copy: a handler's problem value must not carry one request's id
 		// into another's answer.
 		cp := *p
 		p = &cp
+	case errors.As(err, &bodyErr):
+		// The client's fault, not the server's: no error line, and a 4xx
+		// in the metrics. The connection's framing is lost, so it closes.
+		logger(r.Context()).Info().Err(bodyErr.err).Str("path", r.URL.Path).Msg("request body not received whole")
+		w.Header().Set("Connection", "close")
+		p = bodyErr.problem()
 	case errors.Is(err, adminkeys.ErrUnauthenticated):
 		w.Header().Set("WWW-Authenticate", `Bearer realm="latchkey-admin"`)
 		p = problem.New(http.StatusUnauthorized, "unauthorized", "A valid admin key is required: Authorization: Bearer <key>.")
@@ -60,7 +68,9 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// readBody reads a JSON request body within the size limit.
+// readBody reads a JSON request body within the size limit. It answers 415
+// for another media type, 413 beyond Config.MaxBodyBytes, 400 invalid_json
+// for an empty body, and a *bodyReadError when the body did not arrive whole.
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
@@ -79,13 +89,37 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error
 		return nil, tooLarge
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read request body: %w", err)
+		return nil, &bodyReadError{err: err}
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil, problem.New(http.StatusBadRequest, "invalid_json", "The request body is empty; send a JSON object.")
 	}
 	return body, nil
 }
+
+// bodyReadError is a request body that could not be read to its end. The
+// server holds the whole request in memory before it acts, so the cause is
+// always on the client's side of the connection: it closed or reset the
+// connection before sending Content-Length bytes (net/http reports
+// io.ErrUnexpectedEOF or a reset), sent a malformed chunked body, or was
+// too slow for http.Server.ReadTimeout (a read deadline error).
+type bodyReadError struct{ err error }
+
+func (e *bodyReadError) Error() string { return "read request body: " + e.err.Error() }
+func (e *bodyReadError) Unwrap() error { return e.err }
+
+// problem is 408 request_timeout when the server's read deadline ended the
+// body, else 400 incomplete_body.
+func (e *bodyReadError) problem() *problem.Problem {
+	if e.timeout() {
+		return problem.New(http.StatusRequestTimeout, "request_timeout",
+			"The request body did not arrive in time; send it again.")
+	}
+	return problem.New(http.StatusBadRequest, "incomplete_body",
+		"The request body ended before its declared length, or the connection failed while it was sent.")
+}
+
+func (e *bodyReadError) timeout() bool { return errors.Is(e.err, os.ErrDeadlineExceeded) }
 
 // decodeStrict unmarshals body into v, refusing unknown fields, values of the
 // wrong type (an array where a string belongs) and trailing data.
