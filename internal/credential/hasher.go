@@ -6,9 +6,8 @@ import (
 	"crypto/subtle"
 	"fmt"
 	"runtime"
-	"sync"
 
-	"github.com/latchkey/latchkey/internal/argon2"
+	"golang.org/x/crypto/argon2"
 )
 
 // OWASP Password Storage Cheat Sheet, argon2id, first option (SPEC §3).
@@ -42,10 +41,7 @@ type Hasher struct {
 	params phcHash // memory, time, threads; salt and key unused
 	slots  chan struct{}
 	dummy  string // PHC string with the current parameters, for VerifyDummy
-	// memory holds *argon2.Memory: at most MaxConcurrent are in use, and
-	// reusing them spares allocating and faulting in 19 MiB per hash.
-	memory sync.Pool
-	// idKey is pooledIDKey; a field so tests can observe the concurrency
+	// idKey is argon2.IDKey; a field so tests can observe the concurrency
 	// bound without paying for real hashes.
 	idKey func(password, salt []byte, time, memory uint32, threads uint8, keyLen uint32) []byte
 }
@@ -78,9 +74,8 @@ func NewHasher(cfg HasherConfig) (*Hasher, error) {
 	h := &Hasher{
 		params: phcHash{memory: cfg.Memory, time: cfg.Time, threads: cfg.Threads},
 		slots:  make(chan struct{}, cfg.MaxConcurrent),
-		memory: sync.Pool{New: func() any { return new(argon2.Memory) }},
+		idKey:  argon2.IDKey,
 	}
-	h.idKey = h.pooledIDKey
 	// The dummy needs the current parameters and the real salt and key
 	// sizes, not a valid key: VerifyDummy only has to cost the same.
 	dummy := h.params
@@ -154,12 +149,6 @@ func (h *Hasher) derive(ctx context.Context, secret string, p phcHash, size int)
 	}
 	defer func() { <-h.slots }()
 	return h.idKey([]byte(secret), p.salt, p.time, p.memory, p.threads, uint32(size)), nil
-}
-
-func (h *Hasher) pooledIDKey(password, salt []byte, time, memory uint32, threads uint8, keyLen uint32) []byte {
-	m := h.memory.Get().(*argon2.Memory)
-	defer h.memory.Put(m)
-	return m.IDKey(password, salt, time, memory, threads, keyLen)
 }
 
 func (h *Hasher) differs(stored phcHash) bool {
