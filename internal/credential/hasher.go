@@ -91,6 +91,17 @@ func NewHasher(cfg HasherConfig) (*Hasher, error) {
 	return h, nil
 }
 
+// MemoryBound is the argon2 block memory, in bytes, that the hashes in
+// flight hold at most at the configured cost: MaxConcurrent × Memory KiB
+// (38 MiB with the defaults on 2 cores). x/crypto/argon2 allocates it
+// afresh for every hash and leaves it to the garbage collector, so a process
+// can derive its soft memory limit (runtime/debug.SetMemoryLimit) from it.
+// A stored hash may ask for up to 4× Memory (see Verify); such rows are
+// exceptions and this figure leaves them out.
+func (h *Hasher) MemoryBound() int64 {
+	return int64(cap(h.slots)) * int64(h.params.memory) << 10
+}
+
 // Hash returns the PHC string of secret under a fresh random salt. It waits
 // for a free slot, giving up when ctx ends.
 func (h *Hasher) Hash(ctx context.Context, secret string) (string, error) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -381,6 +382,23 @@ func TestNewHasherConfig(t *testing.T) {
 	}
 }
 
+func TestHasherMemoryBound(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		cfg  HasherConfig
+		want int64
+	}{
+		{HasherConfig{Memory: 1024, MaxConcurrent: 3}, 3 << 20},
+		{HasherConfig{MaxConcurrent: 2}, 2 * 19 << 20},
+		{HasherConfig{}, int64(runtime.GOMAXPROCS(0)) * 19 << 20},
+	}
+	for _, tt := range tests {
+		if got := newTestHasher(t, tt.cfg).MemoryBound(); got != tt.want {
+			t.Errorf("NewHasher(%+v).MemoryBound() = %d, want %d", tt.cfg, got, tt.want)
+		}
+	}
+}
+
 // recordingKey replaces argon2.IDKey: it records the cost it was asked for
 // and blocks until release is closed, so a test can count hashes in flight.
 type recordingKey struct {
@@ -527,4 +545,38 @@ func TestHasherCancelledContextWithFreeSlot(t *testing.T) {
 			t.Fatalf("Hash error = %v, want context.Canceled", err)
 		}
 	}
+}
+
+// The login's cost at the production parameters: go test -run '^$' -bench
+// Verify ./internal/credential. "parallel" keeps every slot busy, as a
+// login flood does; per op it is the bound's reciprocal.
+func BenchmarkHasherVerify(b *testing.B) {
+	h, err := NewHasher(HasherConfig{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	encoded, err := h.Hash(b.Context(), "correct horse battery staple")
+	if err != nil {
+		b.Fatal(err)
+	}
+	verify := func(b *testing.B) {
+		// Error, not Fatal: RunParallel's goroutines may not stop the benchmark.
+		if ok, _, err := h.Verify(b.Context(), encoded, "correct horse battery staple"); err != nil || !ok {
+			b.Errorf("Verify = (%v, %v)", ok, err)
+		}
+	}
+	b.Run("alone", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			verify(b)
+		}
+	})
+	b.Run("parallel", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				verify(b)
+			}
+		})
+	})
 }
