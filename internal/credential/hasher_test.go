@@ -502,6 +502,12 @@ func TestHasherWaitRespectsContext(t *testing.T) {
 	if err := h.VerifyDummy(ctx); !errors.Is(err, context.Canceled) {
 		t.Errorf("VerifyDummy error = %v, want context.Canceled", err)
 	}
+	// A malformed hash waits like any other; the caller sees only the
+	// cancellation, so the two errors never come together.
+	if ok, _, err := h.Verify(ctx, "not a hash", "secret"); !errors.Is(err, context.Canceled) ||
+		errors.Is(err, ErrMalformedHash) || ok {
+		t.Errorf("Verify(malformed) = (%v, %v), want (false, context.Canceled alone)", ok, err)
+	}
 }
 
 // VerifyDummy must cost what a real verification at the current parameters
