@@ -3,7 +3,11 @@ package credential
 import (
 	"context"
 	"errors"
+	"fmt"
 	"regexp"
+	"runtime"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -191,7 +195,6 @@ func TestHasherNeedsRehash(t *testing.T) {
 
 func TestHasherVerifyMalformed(t *testing.T) {
 	t.Parallel()
-	h := newTestHasher(t, smallCost)
 	const salt, key = "c29tZXNhbHQxMjM0NTY3OA", "4KlJyBbEDXcoISiOzs6ivYpCydsHQ9k7s71f7NjbzhE"
 
 	tests := []struct{ name, encoded string }{
@@ -227,11 +230,126 @@ func TestHasherVerifyMalformed(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			ok, rehash, err := h.Verify(t.Context(), tt.encoded, "correct horse battery staple")
-			if !errors.Is(err, ErrMalformedHash) || ok || rehash {
-				t.Errorf("Verify(%q) = (%v, %v, %v), want (false, false, ErrMalformedHash)", tt.encoded, ok, rehash, err)
+			// The parser itself must refuse it, not the cost bounds.
+			if _, err := parsePHC(tt.encoded); !errors.Is(err, ErrMalformedHash) {
+				t.Errorf("parsePHC(%q) error = %v, want ErrMalformedHash", tt.encoded, err)
+			}
+			wantMalformedAtDummyCost(t, HasherConfig{Memory: 1024, Time: 2, Threads: 1}, tt.encoded)
+		})
+	}
+}
+
+// wantMalformedAtDummyCost checks that Verify refuses encoded as a malformed
+// hash after spending what VerifyDummy spends: one derivation at the
+// configured cost, holding a slot. A hasher that answered at once would let
+// a bad row be told apart by timing and escape the hashing bound.
+func wantMalformedAtDummyCost(t *testing.T, cfg HasherConfig, encoded string) {
+	t.Helper()
+	h := newTestHasher(t, cfg)
+	rec := recordOn(h)
+	ok, rehash, err := h.Verify(t.Context(), encoded, "correct horse battery staple")
+	if !errors.Is(err, ErrMalformedHash) || ok || rehash {
+		t.Errorf("Verify(%q) = (%v, %v, %v), want (false, false, ErrMalformedHash)", encoded, ok, rehash, err)
+	}
+	if err := h.VerifyDummy(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	calls := rec.derivations()
+	if len(calls) != 2 {
+		t.Fatalf("Verify(%q) and VerifyDummy made %d key derivations, want 1 each: %+v", encoded, len(calls), calls)
+	}
+	if calls[0] != calls[1] {
+		t.Errorf("Verify(%q) derived %+v, VerifyDummy %+v: the costs differ", encoded, calls[0], calls[1])
+	}
+}
+
+// Stored costs above the configured ones are refused beyond 4× (memory,
+// memory × passes, threads); cheaper ones verify, so raising the cost, or
+// lowering it up to 4×, locks nobody out.
+func TestHasherVerifyCostBounds(t *testing.T) {
+	t.Parallel()
+	cfg := HasherConfig{Memory: 1024, Time: 2, Threads: 1} // bounds: m ≤ 4096, m·t ≤ 8192, p ≤ 4
+	const salt, key = "c29tZXNhbHQxMjM0NTY3OA", "4KlJyBbEDXcoISiOzs6ivYpCydsHQ9k7s71f7NjbzhE"
+
+	refused := []struct{ name, params string }{
+		{"memory 1 GiB", "m=1048576,t=2,p=1"},
+		{"memory just above 4×", "m=4097,t=1,p=1"},
+		{"work above 4× with memory within", "m=2048,t=5,p=1"},
+		{"work just above 4×", "m=4096,t=3,p=1"},
+		{"threads above 4×", "m=1024,t=2,p=5"},
+	}
+	for _, tt := range refused {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			wantMalformedAtDummyCost(t, cfg, "$argon2id$v=19$"+tt.params+"$"+salt+"$"+key)
+		})
+	}
+
+	accepted := []HasherConfig{
+		{Memory: 4096, Time: 2, Threads: 1}, // memory and work at the bound
+		{Memory: 2048, Time: 4, Threads: 1}, // work at the bound
+		{Memory: 1024, Time: 2, Threads: 4}, // threads at the bound
+		{Memory: 64, Time: 1, Threads: 1},   // far cheaper: the cost was raised since
+		{Memory: 64, Time: 100, Threads: 1}, // many passes over little memory
+	}
+	h := newTestHasher(t, cfg)
+	for _, old := range accepted {
+		t.Run(fmt.Sprintf("m=%d,t=%d,p=%d", old.Memory, old.Time, old.Threads), func(t *testing.T) {
+			t.Parallel()
+			encoded, err := newTestHasher(t, old).Hash(t.Context(), "secret")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ok, rehash, err := h.Verify(t.Context(), encoded, "secret")
+			if err != nil || !ok || !rehash {
+				t.Errorf("Verify(%q) = (%v, %v, %v), want (true, true, nil)", encoded, ok, rehash, err)
 			}
 		})
+	}
+}
+
+// The row: m = 1 GiB against the production defaults must cost one
+// ordinary verification, not a gigabyte.
+func TestHasherVerifyRefusesGigabyteRow(t *testing.T) {
+	t.Parallel()
+	const row = "$argon2id$v=19$m=1048576,t=2,p=1$MDEyMzQ1Njc4OWFiY2RlZg$ajM24oReWBgQDfsMK0Dsb7YAltWVPPalwcYJN+rjymU"
+	wantMalformedAtDummyCost(t, HasherConfig{}, row)
+	h := newTestHasher(t, HasherConfig{})
+	rec := recordOn(h)
+	_, _, _ = h.Verify(t.Context(), row, "Tr0ub4dor&3 ünïcödé")
+	if calls := rec.derivations(); len(calls) != 1 || calls[0] != dummyCost(HasherConfig{
+		Memory: DefaultMemory, Time: DefaultTime, Threads: DefaultThreads,
+	}) {
+		t.Errorf("derivations %+v, want one at the default cost", calls)
+	}
+}
+
+// The error of a malformed hash is meant for the operator's log, and a
+// stored value may be anything, a password stored in clear included: no
+// part of it may reach the message.
+func TestHasherMalformedErrorHidesStoredText(t *testing.T) {
+	t.Parallel()
+	h := newTestHasher(t, HasherConfig{Memory: 1024, Time: 2, Threads: 1})
+	recordOn(h)
+	const mark = "Hunter2Secret"
+	const salt, key = "c29tZXNhbHQxMjM0NTY3OA", "4KlJyBbEDXcoISiOzs6ivYpCydsHQ9k7s71f7NjbzhE"
+	for _, encoded := range []string{
+		mark,
+		"$" + mark + "$v=19$m=1024,t=2,p=1$" + salt + "$" + key,
+		"$argon2id$" + mark + "$m=1024,t=2,p=1$" + salt + "$" + key,
+		"$argon2id$v=19$" + mark + "$" + salt + "$" + key,
+		"$argon2id$v=19$m=1024,t=2,p=1" + mark + "$" + salt + "$" + key,
+		"$argon2id$v=19$m=1" + mark + ",t=2,p=1$" + salt + "$" + key,
+		"$argon2id$v=19$m=1024,t=2,p=1$" + mark + "$" + key,
+		"$argon2id$v=19$m=1024,t=2,p=1$" + salt + "$" + mark,
+	} {
+		_, _, err := h.Verify(t.Context(), encoded, "secret")
+		if !errors.Is(err, ErrMalformedHash) {
+			t.Errorf("Verify(%q) error = %v, want ErrMalformedHash", encoded, err)
+		}
+		if err != nil && strings.Contains(err.Error(), mark) {
+			t.Errorf("Verify(%q) error %q repeats the stored text", encoded, err)
+		}
 	}
 }
 
@@ -264,15 +382,49 @@ func TestNewHasherConfig(t *testing.T) {
 	}
 }
 
+func TestHasherMemoryBound(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		cfg  HasherConfig
+		want int64
+	}{
+		{HasherConfig{Memory: 1024, MaxConcurrent: 3}, 3 << 20},
+		{HasherConfig{MaxConcurrent: 2}, 2 * 19 << 20},
+		{HasherConfig{}, int64(runtime.GOMAXPROCS(0)) * 19 << 20},
+	}
+	for _, tt := range tests {
+		if got := newTestHasher(t, tt.cfg).MemoryBound(); got != tt.want {
+			t.Errorf("NewHasher(%+v).MemoryBound() = %d, want %d", tt.cfg, got, tt.want)
+		}
+	}
+}
+
 // recordingKey replaces argon2.IDKey: it records the cost it was asked for
 // and blocks until release is closed, so a test can count hashes in flight.
 type recordingKey struct {
 	release  chan struct{}
+	slots    chan struct{} // the hasher's, to see that a derivation holds one
 	inFlight atomic.Int32
 	maxSeen  atomic.Int32
 
 	mu    sync.Mutex
-	calls []phcHash
+	calls []derivation
+}
+
+// derivation is one call of the hasher's idKey.
+type derivation struct {
+	memory, time    uint32
+	threads         uint8
+	saltLen, keyLen int
+	slotsHeld       int
+}
+
+// recordOn makes h derive through a new recorder that never blocks.
+func recordOn(h *Hasher) *recordingKey {
+	rec := &recordingKey{release: make(chan struct{}), slots: h.slots}
+	close(rec.release)
+	h.idKey = rec.idKey
+	return rec
 }
 
 func (r *recordingKey) idKey(password, salt []byte, time, memory uint32, threads uint8, keyLen uint32) []byte {
@@ -280,11 +432,27 @@ func (r *recordingKey) idKey(password, salt []byte, time, memory uint32, threads
 	defer r.inFlight.Add(-1)
 	for m := r.maxSeen.Load(); n > m && !r.maxSeen.CompareAndSwap(m, n); m = r.maxSeen.Load() {
 	}
+	d := derivation{memory: memory, time: time, threads: threads, saltLen: len(salt), keyLen: int(keyLen), slotsHeld: -1}
+	if r.slots != nil {
+		d.slotsHeld = len(r.slots)
+	}
 	r.mu.Lock()
-	r.calls = append(r.calls, phcHash{memory: memory, time: time, threads: threads, salt: salt})
+	r.calls = append(r.calls, d)
 	r.mu.Unlock()
 	<-r.release
 	return argon2.IDKey(password, salt, 1, 8, 1, keyLen) // cheap but real
+}
+
+func (r *recordingKey) derivations() []derivation {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.calls)
+}
+
+// dummyCost is the derivation VerifyDummy makes with cfg (defaults filled).
+func dummyCost(cfg HasherConfig) derivation {
+	return derivation{memory: cfg.Memory, time: cfg.Time, threads: cfg.Threads,
+		saltLen: saltLen, keyLen: keyLen, slotsHeld: 1}
 }
 
 func TestHasherBoundsConcurrency(t *testing.T) {
@@ -334,17 +502,21 @@ func TestHasherWaitRespectsContext(t *testing.T) {
 	if err := h.VerifyDummy(ctx); !errors.Is(err, context.Canceled) {
 		t.Errorf("VerifyDummy error = %v, want context.Canceled", err)
 	}
+	// A malformed hash waits like any other; the caller sees only the
+	// cancellation, so the two errors never come together.
+	if ok, _, err := h.Verify(ctx, "not a hash", "secret"); !errors.Is(err, context.Canceled) ||
+		errors.Is(err, ErrMalformedHash) || ok {
+		t.Errorf("Verify(malformed) = (%v, %v), want (false, context.Canceled alone)", ok, err)
+	}
 }
 
 // VerifyDummy must cost what a real verification at the current parameters
-// costs: same memory, passes, threads and salt size.
+// costs: same memory, passes, threads, salt and key size, holding a slot.
 func TestHasherVerifyDummyCost(t *testing.T) {
 	t.Parallel()
 	cfg := HasherConfig{Memory: 256, Time: 3, Threads: 2}
 	h := newTestHasher(t, cfg)
-	rec := &recordingKey{release: make(chan struct{})}
-	close(rec.release)
-	h.idKey = rec.idKey
+	rec := recordOn(h)
 
 	encoded, err := h.Hash(t.Context(), "secret")
 	if err != nil {
@@ -356,16 +528,16 @@ func TestHasherVerifyDummyCost(t *testing.T) {
 	if err := h.VerifyDummy(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	if len(rec.calls) != 3 {
-		t.Fatalf("%d key derivations, want 3", len(rec.calls))
+	calls := rec.derivations()
+	if len(calls) != 3 {
+		t.Fatalf("%d key derivations, want 3", len(calls))
 	}
-	verify, dummy := rec.calls[1], rec.calls[2]
-	if dummy.memory != verify.memory || dummy.time != verify.time || dummy.threads != verify.threads ||
-		len(dummy.salt) != len(verify.salt) {
+	verify, dummy := calls[1], calls[2]
+	if dummy != verify {
 		t.Errorf("dummy derivation %+v differs from a real one %+v", dummy, verify)
 	}
-	if verify.memory != cfg.Memory || verify.time != cfg.Time || verify.threads != cfg.Threads {
-		t.Errorf("derivation %+v does not use the configured cost %+v", verify, cfg)
+	if want := dummyCost(cfg); verify != want {
+		t.Errorf("derivation %+v, want the configured cost %+v", verify, want)
 	}
 }
 
@@ -379,4 +551,38 @@ func TestHasherCancelledContextWithFreeSlot(t *testing.T) {
 			t.Fatalf("Hash error = %v, want context.Canceled", err)
 		}
 	}
+}
+
+// The login's cost at the production parameters: go test -run '^$' -bench
+// Verify ./internal/credential. "parallel" keeps every slot busy, as a
+// login flood does; per op it is the bound's reciprocal.
+func BenchmarkHasherVerify(b *testing.B) {
+	h, err := NewHasher(HasherConfig{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	encoded, err := h.Hash(b.Context(), "correct horse battery staple")
+	if err != nil {
+		b.Fatal(err)
+	}
+	verify := func(b *testing.B) {
+		// Error, not Fatal: RunParallel's goroutines may not stop the benchmark.
+		if ok, _, err := h.Verify(b.Context(), encoded, "correct horse battery staple"); err != nil || !ok {
+			b.Errorf("Verify = (%v, %v)", ok, err)
+		}
+	}
+	b.Run("alone", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			verify(b)
+		}
+	})
+	b.Run("parallel", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				verify(b)
+			}
+		})
+	})
 }

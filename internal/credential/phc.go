@@ -9,13 +9,16 @@ import (
 )
 
 // ErrMalformedHash is wrapped by Verify when a stored string is not an
-// argon2id PHC string this package can check. It signals corrupt or foreign
-// data, never a wrong secret.
+// argon2id PHC string this package will check: unparsable, or asking for
+// more than the bounds documented on Verify. It signals corrupt, foreign or
+// planted data, never a wrong secret. Messages wrapping it name the fault
+// and the numeric parameters, never text from the stored string, which
+// might be a secret stored by mistake.
 var ErrMalformedHash = errors.New("credential: malformed password hash")
 
-// Bounds on what a stored PHC string may ask for. A corrupt or planted row
-// must not make one verification allocate gigabytes or run for minutes; the
-// limits sit far above any sensible configuration.
+// Absolute bounds on a PHC string, for what this package writes (the
+// configuration) and reads. Verify applies tighter ones, relative to the
+// configured cost, to what it reads.
 const (
 	maxMemoryKiB = 1 << 20 // 1 GiB
 	maxTime      = 100
@@ -59,10 +62,10 @@ func parsePHC(s string) (phcHash, error) {
 		return h, fmt.Errorf("%w: want 5 $-separated fields", ErrMalformedHash)
 	}
 	if fields[1] != phcAlgorithm {
-		return h, fmt.Errorf("%w: algorithm %q is not %s", ErrMalformedHash, truncate(fields[1]), phcAlgorithm)
+		return h, fmt.Errorf("%w: algorithm is not %s", ErrMalformedHash, phcAlgorithm)
 	}
 	if fields[2] != phcVersion {
-		return h, fmt.Errorf("%w: version %q is not %s", ErrMalformedHash, truncate(fields[2]), phcVersion)
+		return h, fmt.Errorf("%w: version is not %s", ErrMalformedHash, phcVersion)
 	}
 
 	params := strings.Split(fields[3], ",")
@@ -112,7 +115,8 @@ func parseParam(kv, name string, bitSize int) (uint64, error) {
 	}
 	n, err := strconv.ParseUint(v, 10, bitSize)
 	if err != nil {
-		return 0, fmt.Errorf("%w: parameter %s: %w", ErrMalformedHash, name, err)
+		// Not wrapped: strconv's message repeats the input.
+		return 0, fmt.Errorf("%w: parameter %s is not a %d-bit decimal", ErrMalformedHash, name, bitSize)
 	}
 	return n, nil
 }
@@ -134,13 +138,4 @@ func decodeB64(s, what string, minLen, maxLen int) ([]byte, error) {
 		return nil, fmt.Errorf("%w: %s is %d bytes, want %d..%d", ErrMalformedHash, what, len(b), minLen, maxLen)
 	}
 	return b, nil
-}
-
-// truncate keeps error messages short when the stored value is garbage.
-func truncate(s string) string {
-	const limit = 32
-	if len(s) <= limit {
-		return s
-	}
-	return s[:limit] + "…"
 }
