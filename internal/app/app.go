@@ -169,6 +169,10 @@ func Open(ctx context.Context, cfg config.Config, log zerolog.Logger, opts Optio
 	return a, nil
 }
 
+// HashMemoryBound is the memory, in bytes, that the password hashes in
+// flight hold at most (credential.Hasher.MemoryBound).
+func (a *App) HashMemoryBound() int64 { return a.hasher.MemoryBound() }
+
 // NATSURL is the URL other processes use to join this process's NATS.
 func (a *App) NATSURL() string {
 	if a.embedded != nil {
