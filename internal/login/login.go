@@ -117,7 +117,9 @@ func (s *Service) Login(ctx context.Context, loginName, secret string, meta audi
 		verifier = adm.PasswordHash
 	}
 	ok, rehash, err := s.verify(ctx, u.ID, verifier, secret)
-	if err != nil {
+	if errors.Is(err, credential.ErrMalformedHash) {
+		ok, reason = false, "unusable_hash"
+	} else if err != nil {
 		return Result{}, err
 	}
 	if !ok {
@@ -167,8 +169,10 @@ func (s *Service) unknown(ctx context.Context, name string, meta audit.Meta) err
 
 // verify checks secret against the stored PHC string, or costs a dummy
 // verification when there is none. A stored string the hasher cannot check
-// (corrupt, or parameters out of bounds) fails the login like a wrong secret
-// and is logged for the operator, never answered with a 500.
+// (corrupt, or parameters out of bounds) costs the same, is logged for the
+// operator (the error names the fault, never the stored text) and is
+// returned as an error wrapping credential.ErrMalformedHash, which fails the
+// login like a wrong secret instead of answering 500.
 func (s *Service) verify(ctx context.Context, userID uuid.UUID, stored *string, secret string) (ok, rehash bool, err error) {
 	if stored == nil {
 		return false, false, s.hasher.VerifyDummy(ctx)
@@ -177,7 +181,7 @@ func (s *Service) verify(ctx context.Context, userID uuid.UUID, stored *string, 
 	if errors.Is(err, credential.ErrMalformedHash) {
 		zerolog.Ctx(ctx).Error().Err(err).Str("user_id", userID.String()).
 			Msg("stored password hash cannot be verified; the login fails until the password is reset")
-		return false, false, nil
+		return false, false, err
 	}
 	if err != nil {
 		return false, false, fmt.Errorf("verify password: %w", err)

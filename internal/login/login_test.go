@@ -185,11 +185,11 @@ func TestMalformedStoredHashFailsTheLogin(t *testing.T) {
 		if _, err := s.DB.Pool.Exec(context.Background(), "UPDATE users SET password_hash = $1 WHERE id = $2", stored, u.ID); err != nil {
 			t.Fatal(err)
 		}
-		before := auditCount(t, s, "kind = 'login.failed'")
+		before := auditCount(t, s, "kind = 'login.failed' AND detail->>'reason' = 'unusable_hash'")
 		if r := login(t, s, u.LoginName, password); r.Status != 401 || r.Map(t)["code"] != "invalid_credentials" {
 			t.Fatalf("stored %.20q: %d %s", stored, r.Status, r.Body)
 		}
-		if auditCount(t, s, "kind = 'login.failed'") != before+1 {
+		if auditCount(t, s, "kind = 'login.failed' AND detail->>'reason' = 'unusable_hash'") != before+1 {
 			t.Fatalf("stored %.20q: the failure was not counted", stored)
 		}
 		if s.Logs.Contains(stored) {
