@@ -225,7 +225,7 @@ func (a *App) Handler() http.Handler {
 		Gatherer: a.Registry,
 		Metrics:  httpapi.NewMetrics(a.Registry),
 		Logger:   a.Log,
-	}, httpapi.Config{MaxBodyBytes: a.Config.MaxBodyBytes})
+	}, httpapi.Config{MaxBodyBytes: a.Config.MaxBodyBytes, TrustedProxies: a.Config.TrustedProxies})
 }
 
 // PprofHandler serves Go's profiles, on its own listener so they are never
