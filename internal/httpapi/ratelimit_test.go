@@ -106,3 +106,139 @@ func TestForwardedForFromAnUntrustedPeerIsIgnored(t *testing.T) {
 	}
 	expectLimited(t, forgotUnknown(t, s, "203.0.113.200"), "31st request with a forged X-Forwarded-For", 30*time.Second)
 }
+
+// An IPv6 client holds a whole /64: rotating through it does not escape.
+func TestIPv6ClientsAreLimitedBySlash64(t *testing.T) {
+	s := apptest.Start(t, apptest.Options{Env: map[string]string{"TRUSTED_PROXIES": "127.0.0.1", "RATE_LIMIT_PER_ADDRESS": "3/15m"}})
+	for i := range 3 {
+		expectAllowed(t, forgotUnknown(t, s, fmt.Sprintf("2001:db8:1:2::%x", i+1)), "request from the /64")
+	}
+	r := forgotUnknown(t, s, "2001:db8:1:2:ffff:ffff:ffff:ffff")
+	expectLimited(t, r, "another address of the same /64", 5*time.Minute)
+	// Retry-After comes from the stored state: after it, one more.
+	wait, _ := strconv.Atoi(r.Header.Get("Retry-After"))
+	s.Clock.Advance(time.Duration(wait) * time.Second)
+	expectAllowed(t, forgotUnknown(t, s, "2001:db8:1:2::abc"), "the /64 after Retry-After")
+	expectLimited(t, forgotUnknown(t, s, "2001:db8:1:2::abd"), "the /64 again", 5*time.Minute)
+	expectAllowed(t, forgotUnknown(t, s, "2001:db8:1:3::1"), "the next /64")
+	// An IPv4-mapped IPv6 address is the IPv4 client.
+	for range 3 {
+		expectAllowed(t, forgotUnknown(t, s, "192.0.2.1"), "IPv4 client")
+	}
+	expectLimited(t, forgotUnknown(t, s, "::ffff:192.0.2.1"), "the same client, IPv4-mapped", 5*time.Minute)
+}
+
+// Issue 9, fault 5: each ingress process kept its own limiter, so N
+// processes allowed N times the limit.
+func TestIngressProcessesShareTheLimits(t *testing.T) {
+	env := map[string]string{"RATE_LIMIT_PER_ADDRESS": "4/15m", "RATE_LIMIT_PER_ACCOUNT": "2/15m", "TRUSTED_PROXIES": "127.0.0.1"}
+	one := apptest.Start(t, apptest.Options{Env: env})
+	shared := map[string]string{"DATABASE_URL": one.DB.URL}
+	for k, v := range env {
+		shared[k] = v
+	}
+	two := apptest.Start(t, apptest.Options{Env: shared})
+	stacks := []*apptest.Stack{one, two}
+
+	// Per address: four requests split across both, the fifth refused by
+	// either.
+	for i := range 4 {
+		expectAllowed(t, forgotUnknown(t, stacks[i%2], "203.0.113.1"), fmt.Sprintf("request %d", i+1))
+	}
+	expectLimited(t, forgotUnknown(t, one, "203.0.113.1"), "5th request, first process", 4*time.Minute)
+	expectLimited(t, forgotUnknown(t, two, "203.0.113.1"), "5th request, second process", 4*time.Minute)
+
+	// Logins count in a bucket of their own, shared alike.
+	login := map[string]string{"login_name": "nobody@nowhere.example", "secret": "wrong secret"}
+	for i := range 4 {
+		expectProblem(t, from(t, stacks[i%2], "203.0.113.1", "/v1/login", login), 401, "invalid_credentials")
+	}
+	expectLimited(t, from(t, two, "203.0.113.1", "/v1/login", login), "5th login", 4*time.Minute)
+
+	// Per account: two recovery requests for one account, from different
+	// clients through different processes; the third is refused.
+	createDomain(t, one, "acme.11111.service")
+	if r := one.Admin(t, "POST", "/v1/admin/users", map[string]any{"domain": "acme.11111.service", "extension": "1001",
+		"email": "jason@example.com", "first_name": "Jason", "pin": "8264"}); r.Status != 201 {
+		t.Fatalf("create user: %d %s", r.Status, r.Body)
+	}
+	forgot := map[string]string{"identifier": "jason@example.com"}
+	for i := range 2 {
+		if r := from(t, stacks[i%2], fmt.Sprintf("198.51.100.%d", i+1), "/v1/password/forgot", forgot); r.Status != 202 {
+			t.Fatalf("recovery request %d: %d %s", i+1, r.Status, r.Body)
+		}
+	}
+	expectLimited(t, from(t, one, "198.51.100.3", "/v1/password/forgot", forgot), "3rd request for the account", 8*time.Minute)
+}
+
+func rateLimitRows(t *testing.T, s *apptest.Stack) int {
+	t.Helper()
+	var n int
+	if err := s.DB.Pool.QueryRow(context.Background(), "SELECT count(*) FROM rate_limits").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// Issue 9, fault 5: the in-process limiter held at most 100,000 keys and,
+// once full of keys still limited, refused every new client. Now no number
+// of keys refuses a newcomer: the table is not capped, and holds a key only
+// until its allowance recovers.
+func TestFloodOfDistinctClientsNeverRefusesANewOne(t *testing.T) {
+	s := apptest.Start(t, apptest.Options{Env: map[string]string{"TRUSTED_PROXIES": "127.0.0.1"}})
+	// A flood from rotating addresses, more keys than any bound, all still
+	// limited an hour from now (seeded in one statement: through HTTP it
+	// would take minutes).
+	if _, err := s.DB.Pool.Exec(context.Background(), `
+		INSERT INTO rate_limits (key, tat)
+		SELECT sha256(('flood-' || i)::bytea), $1::timestamptz + interval '1 hour'
+		FROM generate_series(1, 150000) i`, s.Clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	// And more through the API, from distinct IPv4 clients and /64s.
+	for i := range 300 {
+		xff := fmt.Sprintf("2001:db8:%x::1", i)
+		if i%2 == 0 {
+			xff = fmt.Sprintf("198.18.%d.%d", i/256, i%256)
+		}
+		expectAllowed(t, forgotUnknown(t, s, xff), "flood request "+xff)
+	}
+	expectAllowed(t, forgotUnknown(t, s, "192.0.2.200"), "a new client after the flood")
+	expectAllowed(t, from(t, s, "192.0.2.201", "/v1/login", map[string]string{"login_name": "nobody@nowhere.example", "secret": "wrong secret"}), "a new client's login after the flood")
+	if n := rateLimitRows(t, s); n < 150000 {
+		t.Fatalf("%d keys left: keys still limited were dropped, forgiving their clients", n)
+	}
+}
+
+// The sweep deletes the keys whose allowance has recovered, and only those.
+func TestSweepDeletesRecoveredKeys(t *testing.T) {
+	s := apptest.Start(t, apptest.Options{Env: map[string]string{"TRUSTED_PROXIES": "127.0.0.1"}}) // 30/15m: one per 30s
+	for i := range 50 {
+		expectAllowed(t, forgotUnknown(t, s, fmt.Sprintf("203.0.113.%d", i+1)), "one request")
+	}
+	for range 30 {
+		expectAllowed(t, forgotUnknown(t, s, "198.51.100.7"), "burst")
+	}
+	if n := rateLimitRows(t, s); n != 51 {
+		t.Fatalf("%d keys, want 51", n)
+	}
+	sweep := func() {
+		t.Helper()
+		if _, err := s.App.Store.DeleteRecoveredRateLimits(context.Background(), s.Clock.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Clock.Advance(31 * time.Second)
+	sweep()
+	if n := rateLimitRows(t, s); n != 1 {
+		t.Fatalf("%d keys after the sweep, want only the client that spent its burst", n)
+	}
+	// Its state survived: 31s later it has one request back, not thirty.
+	expectAllowed(t, forgotUnknown(t, s, "198.51.100.7"), "after one interval")
+	expectLimited(t, forgotUnknown(t, s, "198.51.100.7"), "the next one", 30*time.Second)
+	s.Clock.Advance(15 * time.Minute)
+	sweep()
+	if n := rateLimitRows(t, s); n != 0 {
+		t.Fatalf("%d keys a window later, want none", n)
+	}
+}
