@@ -4,8 +4,13 @@
 -- (the sweep deletes only TATs already past), so a refusal read from the
 -- snapshot stands: it is answered without locking or writing the row, and a
 -- flood refused for one key costs index lookups, not a queue on its row lock.
--- Otherwise the upsert locks the row and checks again. The TAT returned on
--- refusal gives the caller Retry-After; when the key was inserted by a
+-- Otherwise the upsert locks the row and checks again, with now moved on by
+-- the time this statement waited for the lock: a request that queued behind
+-- others on a busy key is judged when it gets its turn, not refused for
+-- arriving "in the past" of the TAT those others advanced. (The new TAT
+-- still starts from the given now, so that TATs advance by exact intervals;
+-- judging later only admits what the limit allows at the later time.) The TAT returned
+-- on refusal gives the caller Retry-After; when the key was inserted by a
 -- concurrent transaction after this statement's snapshot (its TAT not
 -- visible), the TAT returned makes Retry-After one interval. (sqlc.arg
 -- rather than @name: sqlc garbles @interval_us here.)
@@ -19,7 +24,8 @@ WITH seen AS (
         SELECT FROM seen c WHERE c.tat > sqlc.arg(now)::timestamptz + sqlc.arg(burst_us)::bigint * '1 microsecond'::interval)
     ON CONFLICT (key) DO UPDATE
     SET tat = greatest(rl.tat, sqlc.arg(now)::timestamptz) + sqlc.arg(interval_us)::bigint * '1 microsecond'::interval
-    WHERE rl.tat <= sqlc.arg(now)::timestamptz + sqlc.arg(burst_us)::bigint * '1 microsecond'::interval
+    WHERE rl.tat <= sqlc.arg(now)::timestamptz + (clock_timestamp() - statement_timestamp())
+                    + sqlc.arg(burst_us)::bigint * '1 microsecond'::interval
     RETURNING rl.tat
 )
 SELECT (t.tat IS NOT NULL)::boolean AS allowed,

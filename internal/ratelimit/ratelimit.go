@@ -21,9 +21,9 @@ import (
 
 // Store keeps the limiters' state; *store.Store implements it.
 type Store interface {
-	// TakeRateLimit takes one event for a 32-byte key digest; see
-	// store.Store.TakeRateLimit.
-	TakeRateLimit(ctx context.Context, key []byte, now time.Time, interval, burst time.Duration) (allowed bool, tat time.Time, err error)
+	// TakeRateLimit takes one event for a 32-byte key digest, reading now
+	// as late as it can; see store.Store.TakeRateLimit.
+	TakeRateLimit(ctx context.Context, key []byte, now func() time.Time, interval, burst time.Duration) (allowed bool, retryAfter time.Duration, err error)
 	// DeleteRecoveredRateLimits deletes the keys whose allowance has fully
 	// recovered by now.
 	DeleteRecoveredRateLimits(ctx context.Context, now time.Time) (int64, error)
@@ -62,21 +62,11 @@ type Decision struct {
 // Allow takes one event for key. An error is the store's (store.ErrUnavailable
 // when PostgreSQL cannot be reached); the caller must not treat it as allowed.
 func (l *Limiter) Allow(ctx context.Context, key string) (Decision, error) {
-	now := l.now()
-	allowed, tat, err := l.store.TakeRateLimit(ctx, l.digest(key), now, l.interval, l.burst)
+	allowed, wait, err := l.store.TakeRateLimit(ctx, l.digest(key), l.now, l.interval, l.burst)
 	if err != nil {
 		return Decision{}, fmt.Errorf("rate limit %s: %w", l.name, err)
 	}
-	if allowed {
-		return Decision{Allowed: true}, nil
-	}
-	wait := tat.Sub(now) - l.burst
-	if wait <= 0 {
-		// Cannot happen with the store deciding on this now; a refusal
-		// must never advertise "retry at once".
-		wait = l.interval
-	}
-	return Decision{RetryAfter: wait}, nil
+	return Decision{Allowed: allowed, RetryAfter: wait}, nil
 }
 
 // digest hashes the limiter's name and the key, so what clients typed (an

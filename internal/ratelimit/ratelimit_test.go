@@ -142,6 +142,58 @@ func TestConcurrentEventsAllowExactlyTheLimit(t *testing.T) {
 	}
 }
 
+// A request that queued behind others on a busy key's row lock is judged by
+// when it got the lock, not refused because the others, served first,
+// moved the key's TAT past its own (older) reading of the clock. Without
+// this, a flood of one key on a loose limit refused requests it allows.
+func TestQueuedRequestIsJudgedWhenItGetsTheLock(t *testing.T) {
+	db := testkit.NewDB(t)
+	ctx := context.Background()
+	c := newClock()
+	l := ratelimit.New(store.New(db.Pool), "address", 1000, time.Second, c.now) // burst 999ms
+	allow(t, l, "busy")
+	// Another request holds the key's row and is about to move its TAT
+	// 1.5s ahead of this clock.
+	tx, err := db.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, "SELECT tat FROM rate_limits FOR UPDATE"); err != nil {
+		t.Fatal(err)
+	}
+	result := make(chan ratelimit.Decision, 1)
+	go func() {
+		d, err := l.Allow(ctx, "busy")
+		if err != nil {
+			t.Error(err)
+		}
+		result <- d
+	}()
+	// Wait until the request waits for the row.
+	for {
+		var waiting bool
+		if err := db.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%rate_limits%')`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := tx.Exec(ctx, "UPDATE rate_limits SET tat = tat + interval '1.5 seconds'"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1600 * time.Millisecond) // the queued request's turn comes 1.6s after it asked
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d := <-result; !d.Allowed {
+		t.Fatalf("the queued request was refused (%+v): at its turn the key's TAT was within the burst", d)
+	}
+}
+
 // The table never holds what a client typed: keys are SHA-256 digests.
 func TestKeysAreStoredHashed(t *testing.T) {
 	db := testkit.NewDB(t)

@@ -182,11 +182,11 @@ func TestHotStatementsFindRowsByIndex(t *testing.T) {
 		{"RevokeTokensOfDeliveries", func() error { return s.RevokeTokensOfDeliveries(ctx, deliveryIDs, now) }},
 		// Every login and recovery request, once or twice.
 		{"TakeRateLimit", func() error {
-			_, _, err := s.TakeRateLimit(ctx, []byte("plans-key-that-is-thirty-two-b.."), now, time.Minute, time.Hour)
+			_, _, err := s.TakeRateLimit(ctx, []byte("plans-key-that-is-thirty-two-b.."), time.Now, time.Minute, time.Hour)
 			return err
 		}},
 		{"TakeRateLimit (existing key)", func() error {
-			_, _, err := s.TakeRateLimit(ctx, []byte("plans-key-that-is-thirty-two-b.."), now, time.Minute, time.Hour)
+			_, _, err := s.TakeRateLimit(ctx, []byte("plans-key-that-is-thirty-two-b.."), time.Now, time.Minute, time.Hour)
 			return err
 		}},
 		// The sweep: each of its statements must read one key range, not

@@ -11,17 +11,37 @@ import (
 // TakeRateLimit takes one event for key (an opaque digest, at most 32 bytes)
 // under a generic cell rate limit: one event per interval, up to burst ahead
 // of now (burst = window - interval). It reports whether the event is
-// allowed and the key's theoretical arrival time after the decision; a
-// refused caller may retry at tat - burst. Durations are rounded up to whole
+// allowed and, when refused, how long until the next one would be (from the
+// key's stored theoretical arrival time). Durations are rounded up to whole
 // microseconds, PostgreSQL's resolution.
-func (s *Store) TakeRateLimit(ctx context.Context, key []byte, now time.Time, interval, burst time.Duration) (allowed bool, tat time.Time, err error) {
-	row, err := s.q.TakeRateLimit(ctx, s.pool, dbsqlc.TakeRateLimitParams{
-		Key: key, Now: now, IntervalUs: ceilMicros(interval), BurstUs: ceilMicros(burst),
+//
+// now is read once a connection is in hand, and the statement adds the time
+// it waited for the key's row lock: a request is judged by when its turn
+// came, not by when it joined the queue (under a flood of one key, a queue
+// longer than burst would otherwise refuse requests the limit allows).
+func (s *Store) TakeRateLimit(ctx context.Context, key []byte, now func() time.Time, interval, burst time.Duration) (allowed bool, retryAfter time.Duration, err error) {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return false, 0, translate("take rate limit", err)
+	}
+	defer conn.Release()
+	at := now()
+	row, err := s.q.TakeRateLimit(ctx, conn, dbsqlc.TakeRateLimitParams{
+		Key: key, Now: at, IntervalUs: ceilMicros(interval), BurstUs: ceilMicros(burst),
 	})
 	if err != nil {
-		return false, time.Time{}, translate("take rate limit", err)
+		return false, 0, translate("take rate limit", err)
 	}
-	return row.Allowed, row.Tat, nil
+	if row.Allowed {
+		return true, 0, nil
+	}
+	wait := row.Tat.Sub(at) - burst
+	if wait <= 0 {
+		// Cannot happen when the statement decided on at; a refusal must
+		// never advertise "retry at once".
+		wait = interval
+	}
+	return false, wait, nil
 }
 
 // DeleteRecoveredRateLimits deletes every key whose allowance has fully
