@@ -72,6 +72,9 @@ type App struct {
 	login     *login.Service
 	catalog   *mailtmpl.Catalog
 	sender    *mailer.Sender
+
+	sweepOnce sync.Once
+	stopSweep func() // stops the rate-limit sweep and waits for it
 }
 
 // Open connects to PostgreSQL and NATS (starting the embedded server when no
@@ -183,6 +186,9 @@ func (a *App) NATSURL() string {
 
 // Close releases everything Open acquired, in reverse order.
 func (a *App) Close() {
+	if a.stopSweep != nil {
+		a.stopSweep()
+	}
 	if a.sender != nil {
 		_ = a.sender.Close()
 	}
@@ -211,8 +217,10 @@ func (a *App) checks() []httpapi.Check {
 	}
 }
 
-// Handler builds the HTTP API.
+// Handler builds the HTTP API, and starts the sweep of its rate limiters'
+// table, which runs until Close.
 func (a *App) Handler() http.Handler {
+	a.startRateLimitSweep()
 	return httpapi.New(httpapi.Deps{
 		Store:    a.Store,
 		Accounts: accounts.New(a.Store, a.hasher, a.policy, a.now),
@@ -220,8 +228,8 @@ func (a *App) Handler() http.Handler {
 		Login:    a.login,
 		Sessions: a.sessions,
 		Limiters: httpapi.Limiters{
-			PerAddress: ratelimit.New(a.Config.RateLimitPerAddress.Count, a.Config.RateLimitPerAddress.Window, a.now, 0),
-			PerAccount: ratelimit.New(a.Config.RateLimitPerAccount.Count, a.Config.RateLimitPerAccount.Window, a.now, 0),
+			PerAddress: ratelimit.New(a.Store, "address", a.Config.RateLimitPerAddress.Count, a.Config.RateLimitPerAddress.Window, a.now),
+			PerAccount: ratelimit.New(a.Store, "account", a.Config.RateLimitPerAccount.Count, a.Config.RateLimitPerAccount.Window, a.now),
 		},
 		Now:      a.now,
 		Auth:     adminkeys.NewAuthenticator(a.Store, a.Config.AdminToken),
@@ -229,7 +237,27 @@ func (a *App) Handler() http.Handler {
 		Gatherer: a.Registry,
 		Metrics:  httpapi.NewMetrics(a.Registry),
 		Logger:   a.Log,
-	}, httpapi.Config{MaxBodyBytes: a.Config.MaxBodyBytes})
+	}, httpapi.Config{MaxBodyBytes: a.Config.MaxBodyBytes, TrustedProxies: a.Config.TrustedProxies})
+}
+
+// rateLimitSweepEvery is how often an ingress process deletes the rate-limit
+// keys that have fully recovered. The table holds at most the keys active
+// within one window plus those recovered within one period.
+const rateLimitSweepEvery = 30 * time.Second
+
+// startRateLimitSweep starts, once, the sweep of the limiters' table; Close
+// stops it. Every ingress process sweeps (the deletes are idempotent), so the
+// table stays bounded whichever processes run.
+func (a *App) startRateLimitSweep() {
+	a.sweepOnce.Do(func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		a.stopSweep = func() { cancel(); <-done }
+		go func() {
+			defer close(done)
+			ratelimit.Sweep(ctx, a.Store, rateLimitSweepEvery, a.now, a.Log)
+		}()
+	})
 }
 
 // PprofHandler serves Go's profiles, on its own listener so they are never

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/mail"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -78,6 +79,7 @@ type Config struct {
 	LegacyConfirmPage   bool
 	RateLimitPerAccount Rate
 	RateLimitPerAddress Rate
+	TrustedProxies      []netip.Prefix // peers whose X-Forwarded-For is believed
 
 	AdminToken string
 
@@ -241,11 +243,14 @@ func Settings() []Setting {
 			Help: "The legacy confirm link shows a page whose button confirms, for sites whose mail scanners click links.",
 			set:  func(c *Config, v string) (err error) { c.LegacyConfirmPage, err = strconv.ParseBool(v); return }},
 		{Name: "RATE_LIMIT_PER_ACCOUNT", Default: "5/15m",
-			Help: "Recovery requests allowed per account, as `N/duration`.",
+			Help: "Recovery requests allowed per account, as `N/duration`. Shared by every ingress process (state in PostgreSQL).",
 			set:  func(c *Config, v string) (err error) { c.RateLimitPerAccount, err = ParseRate(v); return }},
 		{Name: "RATE_LIMIT_PER_ADDRESS", Default: "30/15m",
-			Help: "Recovery and login requests allowed per client address, as `N/duration`.",
+			Help: "Recovery and login requests allowed per client address (an IPv6 client counts by its /64), as `N/duration`; login and recovery count separately. Shared by every ingress process (state in PostgreSQL).",
 			set:  func(c *Config, v string) (err error) { c.RateLimitPerAddress, err = ParseRate(v); return }},
+		{Name: "TRUSTED_PROXIES", Default: "",
+			Help: "Proxies in front of the HTTP API, as comma-separated CIDR ranges or addresses (e.g. `10.244.0.0/16`). Only from these peers is `X-Forwarded-For` believed when picking the client address for rate limits, audit and logs. Empty: none; the client is the TCP peer.",
+			set:  func(c *Config, v string) (err error) { c.TrustedProxies, err = ParsePrefixes(v); return }},
 		{Name: "ADMIN_TOKEN", Default: "", Secret: true,
 			Help: "Bootstrap admin credential (at least 16 characters). Empty: only keys from `latchkey admin-key create` work.",
 			set: func(c *Config, v string) error {
@@ -479,4 +484,39 @@ func ParseRate(v string) (Rate, error) {
 		return Rate{}, errors.New("must be N/duration with a duration of at least 1s, e.g. 5/15m")
 	}
 	return Rate{Count: n, Window: d}, nil
+}
+
+// ParsePrefixes reads a comma-separated list of CIDR ranges or single
+// addresses (a single address is its own /32 or /128). An IPv4-mapped IPv6
+// range becomes the IPv4 range, as client addresses are compared unmapped.
+// A range with host bits set (10.0.0.1/8) is refused rather than guessed.
+func ParsePrefixes(v string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, item := range strings.Split(v, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		var p netip.Prefix
+		if strings.Contains(item, "/") {
+			var err error
+			if p, err = netip.ParsePrefix(item); err != nil {
+				return nil, fmt.Errorf("%q is not a CIDR range such as 10.0.0.0/8 or fd00::/8", item)
+			}
+		} else {
+			a, err := netip.ParseAddr(item)
+			if err != nil || a.Zone() != "" {
+				return nil, fmt.Errorf("%q is not an IP address (without zone) or CIDR range", item)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		if p != p.Masked() {
+			return nil, fmt.Errorf("%q has host bits set; did you mean %s?", item, p.Masked())
+		}
+		if p.Addr().Is4In6() && p.Bits() >= 96 {
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		}
+		out = append(out, p)
+	}
+	return out, nil
 }

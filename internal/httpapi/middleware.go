@@ -23,12 +23,14 @@ const (
 
 var requestIDPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 
-// middleware adds a request id, a request-scoped logger, panic recovery and
-// an access log line. The log carries the path only: query strings can hold
-// tokens (the legacy API puts them there).
+// middleware resolves the client address, and adds a request id, a
+// request-scoped logger, panic recovery and an access log line. The log
+// carries the path only: query strings can hold tokens (the legacy API puts
+// them there).
 func (s *Server) middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
+		r = s.withClientAddr(r)
 		id := r.Header.Get("X-Request-Id")
 		if !requestIDPattern.MatchString(id) {
 			id = newRequestID()
@@ -49,14 +51,17 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 					s.writeError(rw, r, problem.New(http.StatusInternalServerError, "internal_error", "Something went wrong; the request id identifies it in the logs."))
 				}
 			}
-			log.Info().
+			line := log.Info().
 				Str("method", r.Method).
 				Str("path", r.URL.Path).
 				Int("status", rw.status()).
 				Int64("bytes", rw.bytes).
 				Dur("duration", time.Since(start)).
-				Str("remote", clientAddr(r)).
-				Msg("request")
+				Str("remote", clientAddr(r))
+			if peer := peerAddr(r); peer != clientAddr(r) {
+				line = line.Str("peer", peer) // the proxy the request came through
+			}
+			line.Msg("request")
 		}()
 		next.ServeHTTP(rw, r)
 	})
@@ -75,9 +80,18 @@ func requestID(ctx context.Context) string {
 
 func logger(ctx context.Context) *zerolog.Logger { return zerolog.Ctx(ctx) }
 
-// clientAddr is the peer's address. Forwarded headers are not trusted: they
-// are trivially forged by the client.
+// clientAddr is the client's address as the middleware resolved it (see
+// resolveClientAddr: X-Forwarded-For counts only from trusted proxies), for
+// audit and logs.
 func clientAddr(r *http.Request) string {
+	if a := clientIP(r.Context()); a.IsValid() {
+		return a.String()
+	}
+	return peerAddr(r)
+}
+
+// peerAddr is the TCP peer's host.
+func peerAddr(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		return r.RemoteAddr

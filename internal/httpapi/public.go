@@ -19,38 +19,50 @@ import (
 	"github.com/latchkey/latchkey/internal/store"
 )
 
-// Limiters throttle the unauthenticated endpoints.
+// Limiters throttle the unauthenticated endpoints. Their state is in
+// PostgreSQL, shared by every ingress process.
 type Limiters struct {
-	// PerAddress counts recovery and login requests per client address.
+	// PerAddress counts recovery and login requests per client address
+	// (ratelimit.AddressKey: IPv6 by /64), each flow in its own bucket.
 	PerAddress *ratelimit.Limiter
 	// PerAccount counts recovery requests per account (or identifier).
 	PerAccount *ratelimit.Limiter
 }
 
-func rateLimited(wait time.Duration) *problem.Problem {
+// rateLimited turns a limiter's answer into the handler's: its error (a
+// store error, 503 when PostgreSQL is down, so an outage refuses too), 429
+// with Retry-After when refused, nil when allowed.
+func rateLimited(d ratelimit.Decision, err error) error {
+	if err != nil {
+		return err
+	}
+	if d.Allowed {
+		return nil
+	}
 	p := problem.New(http.StatusTooManyRequests, "rate_limited", "Too many requests. Please try again later.")
-	p.RetryAfter = int(wait.Seconds()) + 1
+	p.RetryAfter = max(1, int((d.RetryAfter+time.Second-1)/time.Second))
 	return p
 }
 
+// allowAddress takes one request of the client's address in bucket (login,
+// recovery).
 func (s *Server) allowAddress(r *http.Request, bucket string) error {
 	if s.deps.Limiters.PerAddress == nil {
 		return nil
 	}
-	if ok, wait := s.deps.Limiters.PerAddress.Allow(bucket + ":" + clientAddr(r)); !ok {
-		return rateLimited(wait)
-	}
-	return nil
+	key := bucket + ":" + ratelimit.AddressKey(clientIP(r.Context()))
+	return rateLimited(s.deps.Limiters.PerAddress.Allow(r.Context(), key))
 }
 
-func (s *Server) allowAccount(key string) error {
-	if s.deps.Limiters.PerAccount == nil {
-		return nil
+// allowAccount is the per-account check recovery.Service.Forgot applies to
+// the account's key.
+func (s *Server) allowAccount(ctx context.Context) func(key string) error {
+	return func(key string) error {
+		if s.deps.Limiters.PerAccount == nil {
+			return nil
+		}
+		return rateLimited(s.deps.Limiters.PerAccount.Allow(ctx, key))
 	}
-	if ok, wait := s.deps.Limiters.PerAccount.Allow(key); !ok {
-		return rateLimited(wait)
-	}
-	return nil
 }
 
 func metaOf(r *http.Request, actorKind, actorID string) audit.Meta {
@@ -87,7 +99,7 @@ func (s *Server) forgotPassword(w http.ResponseWriter, r *http.Request) error {
 	if err := s.allowAddress(r, "recovery"); err != nil {
 		return err
 	}
-	if err := s.deps.Recovery.Forgot(r.Context(), name, metaOf(r, audit.ActorSelf, ""), s.allowAccount); err != nil {
+	if err := s.deps.Recovery.Forgot(r.Context(), name, metaOf(r, audit.ActorSelf, ""), s.allowAccount(r.Context())); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusAccepted, map[string]string{"message": recovery.MsgRequestProcessed})

@@ -7,6 +7,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -31,6 +32,9 @@ type Check struct {
 // Config configures the HTTP API.
 type Config struct {
 	MaxBodyBytes int64
+	// TrustedProxies are the peers whose X-Forwarded-For is believed
+	// (config.Config.TrustedProxies, unmapped).
+	TrustedProxies []netip.Prefix
 }
 
 // Deps are the services the handlers call.

@@ -1,68 +1,127 @@
-// Package ratelimit allows N events per window per key, in memory, with the
-// generic cell rate algorithm: one timestamp per key, no background work.
+// Package ratelimit allows N events per window per key with the generic cell
+// rate algorithm (GCRA), keeping one timestamp per key in PostgreSQL so that
+// every ingress process enforces the same limit: a limiter per process would
+// multiply it by the number of processes.
+//
+// Nothing is kept in the process, and the table holds a key only while its
+// allowance has not fully recovered (at most one window after its last
+// allowed event, plus one sweep period), so a flood of distinct keys grows
+// the table by its own allowed events and never makes a new client refused.
 package ratelimit
 
 import (
-	"sync"
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"net/netip"
 	"time"
+
+	"github.com/rs/zerolog"
 )
 
-// Limiter limits events per key. Each process keeps its own state; the
-// workers enforce the per-account limit again in PostgreSQL, so several
-// ingress processes cannot multiply the emails a burst produces.
-type Limiter struct {
-	mu       sync.Mutex
-	interval time.Duration // between events at the sustained rate
-	burst    time.Duration // how far ahead of now a key's clock may run
-	now      func() time.Time
-	maxKeys  int
-	tat      map[string]time.Time // theoretical arrival time per key
+// Store keeps the limiters' state; *store.Store implements it.
+type Store interface {
+	// TakeRateLimit takes one event for a 32-byte key digest, reading now
+	// as late as it can; see store.Store.TakeRateLimit.
+	TakeRateLimit(ctx context.Context, key []byte, now func() time.Time, interval, burst time.Duration) (allowed bool, retryAfter time.Duration, err error)
+	// DeleteRecoveredRateLimits deletes the keys whose allowance has fully
+	// recovered by now.
+	DeleteRecoveredRateLimits(ctx context.Context, now time.Time) (int64, error)
 }
 
-// New allows count events per window, in a burst or spread out. maxKeys
-// bounds memory: when full, keys whose allowance has fully recovered are
-// dropped, and if none has, the limiter refuses new keys rather than grow.
-func New(count int, window time.Duration, now func() time.Time, maxKeys int) *Limiter {
+// Limiter limits events per key. Limiters with different names never share
+// a key, though they share the store.
+type Limiter struct {
+	store    Store
+	name     string
+	interval time.Duration // between events at the sustained rate
+	burst    time.Duration // how far ahead of now a key's TAT may run
+	now      func() time.Time
+}
+
+// New allows count events per window for each key, in a burst or spread
+// out. name separates this limiter's keys from other limiters' in the store.
+// now is the clock (time.Now when nil); the TAT is computed from it, so
+// processes sharing a store need synchronised clocks (NTP).
+func New(st Store, name string, count int, window time.Duration, now func() time.Time) *Limiter {
 	if now == nil {
 		now = time.Now
 	}
-	if maxKeys <= 0 {
-		maxKeys = 100_000
-	}
 	interval := window / time.Duration(count)
-	return &Limiter{interval: interval, burst: window - interval, now: now, maxKeys: maxKeys, tat: map[string]time.Time{}}
+	return &Limiter{store: st, name: name, interval: interval, burst: window - interval, now: now}
 }
 
-// Allow takes one event for key. When refused, it says how long until the
-// next one would be allowed.
-func (l *Limiter) Allow(key string) (bool, time.Duration) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := l.now()
-	tat, ok := l.tat[key]
-	if !ok {
-		if len(l.tat) >= l.maxKeys {
-			l.sweep(now)
-			if len(l.tat) >= l.maxKeys {
-				return false, l.interval
-			}
+// Decision is the outcome of Allow.
+type Decision struct {
+	Allowed bool
+	// RetryAfter is, when refused, how long until the next event would be
+	// allowed; zero when allowed.
+	RetryAfter time.Duration
+}
+
+// Allow takes one event for key. An error is the store's (store.ErrUnavailable
+// when PostgreSQL cannot be reached); the caller must not treat it as allowed.
+func (l *Limiter) Allow(ctx context.Context, key string) (Decision, error) {
+	allowed, wait, err := l.store.TakeRateLimit(ctx, l.digest(key), l.now, l.interval, l.burst)
+	if err != nil {
+		return Decision{}, fmt.Errorf("rate limit %s: %w", l.name, err)
+	}
+	return Decision{Allowed: allowed, RetryAfter: wait}, nil
+}
+
+// digest hashes the limiter's name and the key, so what clients typed (an
+// email, or a password in the wrong field) is never stored in clear, and
+// every key has the same size.
+func (l *Limiter) digest(key string) []byte {
+	h := sha256.New()
+	h.Write([]byte(l.name))
+	h.Write([]byte{0})
+	h.Write([]byte(key))
+	return h.Sum(nil)
+}
+
+// AddressKey is the rate-limit key of a client address: an IPv4 address
+// (IPv4-mapped IPv6 included) counts alone, an IPv6 address by its /64, the
+// smallest block a site is normally given (RFC 6177), so a client cannot
+// escape its limit by rotating through the 2^64 addresses it holds. The
+// result is the prefix in CIDR form, e.g. 192.0.2.7/32 or 2001:db8:1:2::/64;
+// an invalid address gives "invalid".
+func AddressKey(a netip.Addr) string {
+	if !a.IsValid() {
+		return "invalid"
+	}
+	a = a.Unmap().WithZone("")
+	bits := 32
+	if a.Is6() {
+		bits = 64
+	}
+	p, _ := a.Prefix(bits) // bits is within the address's length
+	return p.String()
+}
+
+// Sweep deletes the store's fully recovered keys every period until ctx ends.
+// Errors are logged and the next period tries again: a failed sweep only
+// leaves rows that behave as absent ones anyway.
+func Sweep(ctx context.Context, st Store, every time.Duration, now func() time.Time, log zerolog.Logger) {
+	if now == nil {
+		now = time.Now
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
-		tat = now
-	}
-	if tat.Before(now) {
-		tat = now
-	}
-	if wait := tat.Sub(now) - l.burst; wait > 0 {
-		return false, wait
-	}
-	l.tat[key] = tat.Add(l.interval)
-	return true, 0
-}
-
-func (l *Limiter) sweep(now time.Time) {
-	for k, tat := range l.tat {
-		if !tat.After(now) {
-			delete(l.tat, k)
+		n, err := st.DeleteRecoveredRateLimits(ctx, now())
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return
+		case err != nil:
+			log.Warn().Err(err).Msg("rate-limit sweep failed")
+		case n > 0:
+			log.Debug().Int64("deleted", n).Msg("rate-limit keys swept")
 		}
 	}
 }

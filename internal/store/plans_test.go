@@ -45,7 +45,7 @@ func (r *planRecorder) take() []json.RawMessage {
 // bigTables grow with every user, token and email: reading one whole is a
 // cost that rises with the service's age.
 var bigTables = map[string]bool{"users": true, "tokens": true, "mail_deliveries": true, "audit_events": true, "sessions": true,
-	"unknown_login_failures": true}
+	"unknown_login_failures": true, "rate_limits": true}
 
 // fullReads lists the plan nodes that read a big table whole: a sequential
 // scan, or an index scan without an index condition.
@@ -83,6 +83,8 @@ func TestHotStatementsFindRowsByIndex(t *testing.T) {
 		ALTER TABLE users SET (autovacuum_enabled = off);
 		ALTER TABLE tokens SET (autovacuum_enabled = off);
 		ALTER TABLE mail_deliveries SET (autovacuum_enabled = off);
+		ALTER TABLE rate_limits SET (autovacuum_enabled = off);
+		INSERT INTO rate_limits (key, tat) SELECT sha256(i::text::bytea), now() FROM generate_series(1, `+fmt.Sprint(rows)+`) i;
 		INSERT INTO domains (name) VALUES ('plans.example');
 		INSERT INTO users (domain_id, extension, login_name, email, first_name, last_name, locale)
 		SELECT d.id, i::text, 'u' || i || '@plans.example', 'u' || i || '@mail.example', 'F', 'L', 'en'
@@ -190,6 +192,18 @@ func TestHotStatementsFindRowsByIndex(t *testing.T) {
 			return s.FinishDeliveries(ctx, outcomes, now)
 		}},
 		{"RevokeTokensOfDeliveries", func() error { return s.RevokeTokensOfDeliveries(ctx, deliveryIDs, now) }},
+		// Every login and recovery request, once or twice.
+		{"TakeRateLimit", func() error {
+			_, _, err := s.TakeRateLimit(ctx, []byte("plans-key-that-is-thirty-two-b.."), time.Now, time.Minute, time.Hour)
+			return err
+		}},
+		{"TakeRateLimit (existing key)", func() error {
+			_, _, err := s.TakeRateLimit(ctx, []byte("plans-key-that-is-thirty-two-b.."), time.Now, time.Minute, time.Hour)
+			return err
+		}},
+		// The sweep: each of its statements must read one key range, not
+		// the table.
+		{"DeleteRecoveredRateLimits", func() error { _, err := s.DeleteRecoveredRateLimits(ctx, now); return err }},
 	}
 	for _, st := range statements {
 		plans.take()

@@ -94,6 +94,11 @@ type ProcessedEvent struct {
 	ProcessedAt time.Time
 }
 
+type RateLimit struct {
+	Key []byte
+	Tat time.Time
+}
+
 type RolloutSchedule struct {
 	ID        uuid.UUID
 	DomainID  *uuid.UUID
