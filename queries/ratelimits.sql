@@ -1,38 +1,38 @@
--- Takes one event for a key by the generic cell rate algorithm: allowed when
--- the key's TAT is at most now + burst; an allowed event moves the TAT to
--- max(TAT, now) + interval, a new key starting from now. A TAT only grows
--- (the sweep deletes only TATs already past), so a refusal read from the
--- snapshot stands: it is answered without locking or writing the row, and a
--- flood refused for one key costs index lookups, not a queue on its row lock.
--- Otherwise the upsert locks the row and checks again, with now moved on by
--- the time this statement waited for the lock: a request that queued behind
--- others on a busy key is judged when it gets its turn, not refused for
--- arriving "in the past" of the TAT those others advanced. (The new TAT
--- still starts from the given now, so that TATs advance by exact intervals;
--- judging later only admits what the limit allows at the later time.) The TAT returned
--- on refusal gives the caller Retry-After; when the key was inserted by a
--- concurrent transaction after this statement's snapshot (its TAT not
--- visible), the TAT returned makes Retry-After one interval. (sqlc.arg
--- rather than @name: sqlc garbles @interval_us here.)
--- name: TakeRateLimit :one
-WITH seen AS (
-    SELECT r.tat FROM rate_limits r WHERE r.key = sqlc.arg(key)::bytea
-), taken AS (
-    INSERT INTO rate_limits AS rl (key, tat)
-    SELECT sqlc.arg(key)::bytea, sqlc.arg(now)::timestamptz + sqlc.arg(interval_us)::bigint * '1 microsecond'::interval
-    WHERE NOT EXISTS (
-        SELECT FROM seen c WHERE c.tat > sqlc.arg(now)::timestamptz + sqlc.arg(burst_us)::bigint * '1 microsecond'::interval)
-    ON CONFLICT (key) DO UPDATE
-    SET tat = greatest(rl.tat, sqlc.arg(now)::timestamptz) + sqlc.arg(interval_us)::bigint * '1 microsecond'::interval
-    WHERE rl.tat <= sqlc.arg(now)::timestamptz + (clock_timestamp() - statement_timestamp())
-                    + sqlc.arg(burst_us)::bigint * '1 microsecond'::interval
-    RETURNING rl.tat
+-- Takes events for a batch of distinct keys by the generic cell rate
+-- algorithm, in one statement: key i asks for counts[i] events at one per
+-- intervals_us[i] microseconds, up to bursts_us[i] ahead of now. Of a key's
+-- events, as many are allowed as fit: the j-th (from 0) fits when
+-- max(TAT, now) + j × interval ≤ now + burst; the TAT then moves to
+-- max(TAT, now) + allowed × interval, a new key starting from now. The
+-- allowance check uses now moved on by the time this statement waited for
+-- the key's row lock, so a batch that queued behind another on a busy key is
+-- judged when it gets its turn (the new TAT still starts from the given now,
+-- so TATs advance by exact intervals). Rows are written in key order, the
+-- one lock order of every batch in every process: batches cannot deadlock.
+-- Returns each key's new TAT and how many of its events were allowed.
+-- name: TakeRateLimits :many
+WITH req AS (
+    SELECT unnest(sqlc.arg(keys)::bytea[]) AS key, unnest(sqlc.arg(counts)::integer[]) AS n,
+           unnest(sqlc.arg(intervals_us)::bigint[]) AS interval_us, unnest(sqlc.arg(bursts_us)::bigint[]) AS burst_us
 )
-SELECT (t.tat IS NOT NULL)::boolean AS allowed,
-       (coalesce(t.tat, (SELECT c.tat FROM seen c),
-                 sqlc.arg(now)::timestamptz + (sqlc.arg(burst_us)::bigint + sqlc.arg(interval_us)::bigint) * '1 microsecond'::interval)
-       )::timestamptz AS tat
-FROM (SELECT 1) AS one LEFT JOIN taken t ON true;
+INSERT INTO rate_limits AS rl (key, tat, taken)
+SELECT req.key,
+       sqlc.arg(now)::timestamptz + least(req.n, req.burst_us / req.interval_us + 1) * req.interval_us * interval '1 microsecond',
+       least(req.n, req.burst_us / req.interval_us + 1)
+FROM req
+ORDER BY req.key
+ON CONFLICT (key) DO UPDATE
+SET taken = (SELECT least(q.n, greatest(0, floor(extract(epoch FROM
+                 sqlc.arg(now)::timestamptz + (clock_timestamp() - statement_timestamp())
+                 + q.burst_us * interval '1 microsecond' - greatest(rl.tat, sqlc.arg(now)::timestamptz)) * 1000000 / q.interval_us) + 1))
+             FROM req q WHERE q.key = rl.key),
+    tat = greatest(rl.tat, sqlc.arg(now)::timestamptz)
+          + (SELECT least(q.n, greatest(0, floor(extract(epoch FROM
+                 sqlc.arg(now)::timestamptz + (clock_timestamp() - statement_timestamp())
+                 + q.burst_us * interval '1 microsecond' - greatest(rl.tat, sqlc.arg(now)::timestamptz)) * 1000000 / q.interval_us) + 1))
+                 * q.interval_us
+             FROM req q WHERE q.key = rl.key) * interval '1 microsecond'
+RETURNING rl.key, rl.tat, rl.taken;
 
 -- Deletes the keys of one key range whose allowance has fully recovered (TAT
 -- not after now): such a key behaves exactly like an absent one. The sweep

@@ -15,9 +15,13 @@
 -- fillfactor 70: every request rewrites its key's row; the free space lets
 -- PostgreSQL keep the new version on the same page (a HOT update, no index
 -- entry), as tat is not indexed.
+-- taken is how many events the last statement for the key allowed: events
+-- that arrive together are taken for a key in one statement (see
+-- queries/ratelimits.sql), and the statement returns the count with the TAT.
 CREATE UNLOGGED TABLE rate_limits (
-    key bytea PRIMARY KEY,
-    tat timestamptz NOT NULL
+    key   bytea PRIMARY KEY,
+    tat   timestamptz NOT NULL,
+    taken integer NOT NULL DEFAULT 0
 ) WITH (fillfactor = 70);
 
 -- +goose Down

@@ -14,16 +14,20 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/latchkey/latchkey/internal/store"
 )
 
 // Store keeps the limiters' state; *store.Store implements it.
 type Store interface {
-	// TakeRateLimit takes one event for a 32-byte key digest, reading now
-	// as late as it can; see store.Store.TakeRateLimit.
-	TakeRateLimit(ctx context.Context, key []byte, now func() time.Time, interval, burst time.Duration) (allowed bool, retryAfter time.Duration, err error)
+	// TakeRateLimits takes the events of a batch of distinct keys in one
+	// statement, reading now as late as it can; see
+	// store.Store.TakeRateLimits.
+	TakeRateLimits(ctx context.Context, now func() time.Time, takes []store.RateTake) ([]store.RateTaken, error)
 	// DeleteRecoveredRateLimits deletes the keys whose allowance has fully
 	// recovered by now.
 	DeleteRecoveredRateLimits(ctx context.Context, now time.Time) (int64, error)
@@ -31,13 +35,40 @@ type Store interface {
 
 // Limiter limits events per key. Limiters with different names never share
 // a key, though they share the store.
+//
+// Every event is a write to PostgreSQL, so a limiter coalesces the events
+// that arrive while its statement is in flight into its next statement: one
+// round trip decides them all (the events of one key as a count). At most
+// one statement per limiter is in flight in a process, so under load a
+// request waits for at most the statement before its own, and the cost per
+// request falls as the load rises.
 type Limiter struct {
 	store    Store
 	name     string
 	interval time.Duration // between events at the sustained rate
 	burst    time.Duration // how far ahead of now a key's TAT may run
 	now      func() time.Time
+
+	mu       sync.Mutex
+	queue    []*waiter // events not yet in a statement
+	flushing bool      // a statement is in flight, or a waiter was chosen to send the next
 }
+
+// waiter is one Allow call waiting for its statement.
+type waiter struct {
+	key    []byte
+	result chan outcome // buffered: the flusher never blocks on it
+	lead   chan struct{} // closed when this waiter is to send the next statement
+	chosen bool          // under Limiter.mu: lead was closed
+}
+
+type outcome struct {
+	decision Decision
+	err      error
+}
+
+// maxBatch bounds the events of one statement (its arrays and its locks).
+const maxBatch = 512
 
 // New allows count events per window for each key, in a burst or spread
 // out. name separates this limiter's keys from other limiters' in the store.
@@ -60,13 +91,118 @@ type Decision struct {
 }
 
 // Allow takes one event for key. An error is the store's (store.ErrUnavailable
-// when PostgreSQL cannot be reached); the caller must not treat it as allowed.
+// when PostgreSQL cannot be reached) or ctx's; the caller must not treat it
+// as allowed. An event whose caller gave up may still be counted.
 func (l *Limiter) Allow(ctx context.Context, key string) (Decision, error) {
-	allowed, wait, err := l.store.TakeRateLimit(ctx, l.digest(key), l.now, l.interval, l.burst)
-	if err != nil {
-		return Decision{}, fmt.Errorf("rate limit %s: %w", l.name, err)
+	w := &waiter{key: l.digest(key), result: make(chan outcome, 1), lead: make(chan struct{})}
+	l.mu.Lock()
+	l.queue = append(l.queue, w)
+	if !l.flushing {
+		l.flushing, w.chosen = true, true
+		close(w.lead)
 	}
-	return Decision{Allowed: allowed, RetryAfter: wait}, nil
+	l.mu.Unlock()
+	for {
+		select {
+		case o := <-w.result:
+			return o.decision, o.err
+		case <-w.lead:
+			l.flush(ctx)
+			w.lead = nil // led once; now wait for the result
+		case <-ctx.Done():
+			if l.leave(w) {
+				// Chosen to send the next statement: send it for the
+				// others before leaving.
+				l.flush(ctx)
+			}
+			return Decision{}, ctx.Err()
+		}
+	}
+}
+
+// leave withdraws a waiter whose caller gave up. It reports true when the
+// waiter was chosen to send the next statement and has not yet: it must send
+// it, or the queue would wait forever. A waiter already in a statement is
+// decided anyway (its event may be counted).
+func (l *Limiter) leave(w *waiter) (mustFlush bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if w.chosen {
+		return w.lead != nil
+	}
+	for i, q := range l.queue {
+		if q == w {
+			l.queue = append(l.queue[:i:i], l.queue[i+1:]...)
+			break
+		}
+	}
+	return false
+}
+
+// flush sends one statement for the queued events, delivers its outcomes,
+// and hands the next statement to the first waiter still queued, so that no
+// caller sends statements for others for longer than its own.
+func (l *Limiter) flush(ctx context.Context) {
+	l.mu.Lock()
+	n := min(len(l.queue), maxBatch)
+	batch := l.queue[:n:n]
+	l.queue = l.queue[n:]
+	l.mu.Unlock()
+
+	if len(batch) > 0 {
+		// The statement decides for every waiter in it: it must not end
+		// with the one that happens to send it.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), statementTimeout)
+		l.decide(sctx, batch)
+		cancel()
+	}
+
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.queue) == 0 {
+		l.flushing = false
+		return
+	}
+	next := l.queue[0]
+	next.chosen = true
+	close(next.lead)
+}
+
+// statementTimeout bounds one statement for the waiters it decides.
+const statementTimeout = 10 * time.Second
+
+// decide takes a batch's events in one statement, the events of one key
+// as a count, and answers every waiter: the first ones of a key allowed, as
+// many as the limit lets through.
+func (l *Limiter) decide(ctx context.Context, batch []*waiter) {
+	slot := map[string]int{}
+	var takes []store.RateTake
+	for _, w := range batch {
+		i, ok := slot[string(w.key)]
+		if !ok {
+			i = len(takes)
+			slot[string(w.key)] = i
+			takes = append(takes, store.RateTake{Key: w.key, Interval: l.interval, Burst: l.burst})
+		}
+		takes[i].Count++
+	}
+	taken, err := l.store.TakeRateLimits(ctx, l.now, takes)
+	if err != nil {
+		err = fmt.Errorf("rate limit %s: %w", l.name, err)
+		for _, w := range batch {
+			w.result <- outcome{err: err}
+		}
+		return
+	}
+	for _, w := range batch {
+		t := &taken[slot[string(w.key)]]
+		if t.Allowed > 0 {
+			t.Allowed--
+			w.result <- outcome{decision: Decision{Allowed: true}}
+		} else {
+			w.result <- outcome{decision: Decision{RetryAfter: t.RetryAfter}}
+		}
+	}
 }
 
 // digest hashes the limiter's name and the key, so what clients typed (an

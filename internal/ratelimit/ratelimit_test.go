@@ -284,8 +284,8 @@ func TestAddressKey(t *testing.T) {
 func BenchmarkAllow(b *testing.B) {
 	db := testkit.NewDB(b)
 	st := store.New(db.Pool)
-	b.SetParallelism(8)
 	b.Run("distinct_keys", func(b *testing.B) {
+		b.SetParallelism(32) // 64 clients on 2 cores, as the ingress bench
 		l := ratelimit.New(st, "address", 30, 15*time.Minute, nil)
 		var n atomic.Int64
 		b.RunParallel(func(pb *testing.PB) {
@@ -298,6 +298,7 @@ func BenchmarkAllow(b *testing.B) {
 		})
 	})
 	b.Run("one_key_refused", func(b *testing.B) {
+		b.SetParallelism(32)
 		l := ratelimit.New(st, "address", 1, time.Hour, nil)
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
@@ -309,6 +310,7 @@ func BenchmarkAllow(b *testing.B) {
 		})
 	})
 	b.Run("one_key", func(b *testing.B) {
+		b.SetParallelism(32)
 		l := ratelimit.New(st, "address", 1_000_000_000, time.Second, nil)
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
@@ -363,4 +365,103 @@ func count(t *testing.T, db *testkit.DB) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// gate is a Store whose statements wait until released, counting them and
+// the events they carry: it shows what the limiter coalesces.
+type gate struct {
+	ratelimit.Store
+	release    chan struct{}
+	statements atomic.Int64
+	events     atomic.Int64
+}
+
+func (g *gate) TakeRateLimits(ctx context.Context, now func() time.Time, takes []store.RateTake) ([]store.RateTaken, error) {
+	g.statements.Add(1)
+	for _, t := range takes {
+		g.events.Add(int64(t.Count))
+	}
+	<-g.release
+	return g.Store.TakeRateLimits(ctx, now, takes)
+}
+
+// Events that arrive while a statement is in flight go together in the next
+// one, each key's as a count, and every caller gets its own answer.
+func TestEventsInFlightAreCoalesced(t *testing.T) {
+	db := testkit.NewDB(t)
+	g := &gate{Store: store.New(db.Pool), release: make(chan struct{})}
+	l := ratelimit.New(g, "address", 3, time.Hour, newClock().now)
+	var wg sync.WaitGroup
+	var allowed, refused atomic.Int32
+	call := func(key string) {
+		d, err := l.Allow(context.Background(), key)
+		switch {
+		case err != nil:
+			t.Error(err)
+		case d.Allowed:
+			allowed.Add(1)
+		case d.RetryAfter <= 0:
+			t.Error("refused without a Retry-After")
+		default:
+			refused.Add(1)
+		}
+	}
+	wg.Go(func() { call("first") }) // its statement holds the others back
+	for g.statements.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	for i := range 40 {
+		wg.Go(func() { call(fmt.Sprint("key", i%4)) }) // 10 events on each of 4 keys
+	}
+	time.Sleep(200 * time.Millisecond) // let them queue
+	close(g.release)
+	wg.Wait()
+	if s := g.statements.Load(); s != 2 {
+		t.Fatalf("%d statements for 41 events, want 2 (one in flight, one for all that queued)", s)
+	}
+	if allowed.Load() != 1+4*3 || refused.Load() != 4*7 {
+		t.Fatalf("allowed %d, refused %d; want 13 and 28", allowed.Load(), refused.Load())
+	}
+}
+
+// A caller that gives up while queued leaves the queue; one chosen to send
+// the next statement sends it first. Either way the others are answered.
+func TestCallersGivingUpDoNotStallTheQueue(t *testing.T) {
+	db := testkit.NewDB(t)
+	g := &gate{Store: store.New(db.Pool), release: make(chan struct{})}
+	l := ratelimit.New(g, "address", 100, time.Hour, newClock().now)
+	var wg sync.WaitGroup
+	wg.Go(func() { allow(t, l, "first") })
+	for g.statements.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	// Two queued callers give up (they would have been first in the next
+	// statement); the rest wait.
+	for range 2 {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		wg.Go(func() {
+			defer cancel()
+			if _, err := l.Allow(ctx, "impatient"); !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("gave up with %v", err)
+			}
+		})
+		time.Sleep(10 * time.Millisecond)
+	}
+	answered := make(chan struct{})
+	go func() {
+		defer close(answered)
+		var inner sync.WaitGroup
+		for range 5 {
+			inner.Go(func() { allow(t, l, "patient") })
+		}
+		inner.Wait()
+	}()
+	time.Sleep(150 * time.Millisecond) // the impatient ones have left
+	close(g.release)
+	select {
+	case <-answered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the queue stalled after callers gave up")
+	}
+	wg.Wait()
 }

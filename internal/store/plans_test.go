@@ -193,12 +193,18 @@ func TestHotStatementsFindRowsByIndex(t *testing.T) {
 		}},
 		{"RevokeTokensOfDeliveries", func() error { return s.RevokeTokensOfDeliveries(ctx, deliveryIDs, now) }},
 		// Every login and recovery request, once or twice.
-		{"TakeRateLimit", func() error {
-			_, _, err := s.TakeRateLimit(ctx, []byte("plans-key-that-is-thirty-two-b.."), time.Now, time.Minute, time.Hour)
+		{"TakeRateLimits", func() error {
+			_, err := s.TakeRateLimits(ctx, time.Now, []store.RateTake{
+				{Key: []byte("plans-key-that-is-thirty-two-b.."), Count: 2, Interval: time.Minute, Burst: time.Hour},
+				{Key: []byte("another-key-of-thirty-two-bytes."), Count: 1, Interval: time.Minute, Burst: time.Hour},
+			})
 			return err
 		}},
-		{"TakeRateLimit (existing key)", func() error {
-			_, _, err := s.TakeRateLimit(ctx, []byte("plans-key-that-is-thirty-two-b.."), time.Now, time.Minute, time.Hour)
+		{"TakeRateLimits (existing keys)", func() error {
+			_, err := s.TakeRateLimits(ctx, time.Now, []store.RateTake{
+				{Key: []byte("plans-key-that-is-thirty-two-b.."), Count: 1, Interval: time.Minute, Burst: time.Hour},
+				{Key: []byte("another-key-of-thirty-two-bytes."), Count: 3, Interval: time.Minute, Burst: time.Hour},
+			})
 			return err
 		}},
 		// The sweep: each of its statements must read one key range, not

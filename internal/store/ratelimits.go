@@ -8,40 +8,69 @@ import (
 	"github.com/latchkey/latchkey/internal/store/dbsqlc"
 )
 
-// TakeRateLimit takes one event for key (an opaque digest, at most 32 bytes)
-// under a generic cell rate limit: one event per interval, up to burst ahead
-// of now (burst = window - interval). It reports whether the event is
-// allowed and, when refused, how long until the next one would be (from the
-// key's stored theoretical arrival time). Durations are rounded up to whole
-// microseconds, PostgreSQL's resolution.
+// RateTake asks for Count events of one key (an opaque digest, at most 32
+// bytes) under a generic cell rate limit: one event per Interval, up to
+// Burst ahead of now (Burst = window - Interval).
+type RateTake struct {
+	Key      []byte
+	Count    int
+	Interval time.Duration
+	Burst    time.Duration
+}
+
+// RateTaken is what TakeRateLimits did for one key: how many of its events
+// it allowed (the first ones asked), and when refused ones may come back.
+type RateTaken struct {
+	Allowed    int
+	RetryAfter time.Duration // when Allowed < Count: until the next event fits
+}
+
+// TakeRateLimits takes the events of a batch of distinct keys in one
+// statement and returns, in the order asked, what it did for each. Durations
+// are rounded up to whole microseconds, PostgreSQL's resolution.
 //
 // now is read once a connection is in hand, and the statement adds the time
-// it waited for the key's row lock: a request is judged by when its turn
+// it waited for each key's row lock: a request is judged by when its turn
 // came, not by when it joined the queue (under a flood of one key, a queue
-// longer than burst would otherwise refuse requests the limit allows).
-func (s *Store) TakeRateLimit(ctx context.Context, key []byte, now func() time.Time, interval, burst time.Duration) (allowed bool, retryAfter time.Duration, err error) {
+// longer than the burst would otherwise refuse requests the limit allows).
+func (s *Store) TakeRateLimits(ctx context.Context, now func() time.Time, takes []RateTake) ([]RateTaken, error) {
+	p := dbsqlc.TakeRateLimitsParams{
+		Keys: make([][]byte, len(takes)), Counts: make([]int32, len(takes)),
+		IntervalsUs: make([]int64, len(takes)), BurstsUs: make([]int64, len(takes)),
+	}
+	index := make(map[string]int, len(takes))
+	for i, t := range takes {
+		p.Keys[i], p.Counts[i] = t.Key, int32(t.Count)
+		p.IntervalsUs[i], p.BurstsUs[i] = ceilMicros(t.Interval), ceilMicros(t.Burst)
+		index[string(t.Key)] = i
+	}
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
-		return false, 0, translate("take rate limit", err)
+		return nil, translate("take rate limits", err)
 	}
 	defer conn.Release()
-	at := now()
-	row, err := s.q.TakeRateLimit(ctx, conn, dbsqlc.TakeRateLimitParams{
-		Key: key, Now: at, IntervalUs: ceilMicros(interval), BurstUs: ceilMicros(burst),
-	})
+	p.Now = now()
+	rows, err := s.q.TakeRateLimits(ctx, conn, p)
 	if err != nil {
-		return false, 0, translate("take rate limit", err)
+		return nil, translate("take rate limits", err)
 	}
-	if row.Allowed {
-		return true, 0, nil
+	out := make([]RateTaken, len(takes))
+	for _, row := range rows {
+		i, ok := index[string(row.Key)]
+		if !ok {
+			continue
+		}
+		t := takes[i]
+		out[i].Allowed = int(row.Taken)
+		if out[i].Allowed < t.Count {
+			// The next event fits once the TAT is within the burst again;
+			// a refusal never advertises "retry at once".
+			if out[i].RetryAfter = row.Tat.Sub(p.Now) - t.Burst; out[i].RetryAfter <= 0 {
+				out[i].RetryAfter = t.Interval
+			}
+		}
 	}
-	wait := row.Tat.Sub(at) - burst
-	if wait <= 0 {
-		// Cannot happen when the statement decided on at; a refusal must
-		// never advertise "retry at once".
-		wait = interval
-	}
-	return false, wait, nil
+	return out, nil
 }
 
 // DeleteRecoveredRateLimits deletes every key whose allowance has fully

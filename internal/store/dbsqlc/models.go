@@ -95,8 +95,9 @@ type ProcessedEvent struct {
 }
 
 type RateLimit struct {
-	Key []byte
-	Tat time.Time
+	Key   []byte
+	Tat   time.Time
+	Taken int32
 }
 
 type RolloutSchedule struct {

@@ -33,63 +33,73 @@ func (q *Queries) DeleteRecoveredRateLimits(ctx context.Context, db DBTX, arg De
 	return result.RowsAffected(), nil
 }
 
-const takeRateLimit = `-- name: TakeRateLimit :one
-WITH seen AS (
-    SELECT r.tat FROM rate_limits r WHERE r.key = $4::bytea
-), taken AS (
-    INSERT INTO rate_limits AS rl (key, tat)
-    SELECT $4::bytea, $1::timestamptz + $3::bigint * '1 microsecond'::interval
-    WHERE NOT EXISTS (
-        SELECT FROM seen c WHERE c.tat > $1::timestamptz + $2::bigint * '1 microsecond'::interval)
-    ON CONFLICT (key) DO UPDATE
-    SET tat = greatest(rl.tat, $1::timestamptz) + $3::bigint * '1 microsecond'::interval
-    WHERE rl.tat <= $1::timestamptz + (clock_timestamp() - statement_timestamp())
-                    + $2::bigint * '1 microsecond'::interval
-    RETURNING rl.tat
+const takeRateLimits = `-- name: TakeRateLimits :many
+WITH req AS (
+    SELECT unnest($2::bytea[]) AS key, unnest($3::integer[]) AS n,
+           unnest($4::bigint[]) AS interval_us, unnest($5::bigint[]) AS burst_us
 )
-SELECT (t.tat IS NOT NULL)::boolean AS allowed,
-       (coalesce(t.tat, (SELECT c.tat FROM seen c),
-                 $1::timestamptz + ($2::bigint + $3::bigint) * '1 microsecond'::interval)
-       )::timestamptz AS tat
-FROM (SELECT 1) AS one LEFT JOIN taken t ON true
+INSERT INTO rate_limits AS rl (key, tat, taken)
+SELECT req.key,
+       $1::timestamptz + least(req.n, req.burst_us / req.interval_us + 1) * req.interval_us * interval '1 microsecond',
+       least(req.n, req.burst_us / req.interval_us + 1)
+FROM req
+ORDER BY req.key
+ON CONFLICT (key) DO UPDATE
+SET taken = (SELECT least(q.n, greatest(0, floor(extract(epoch FROM
+                 $1::timestamptz + (clock_timestamp() - statement_timestamp())
+                 + q.burst_us * interval '1 microsecond' - greatest(rl.tat, $1::timestamptz)) * 1000000 / q.interval_us) + 1))
+             FROM req q WHERE q.key = rl.key),
+    tat = greatest(rl.tat, $1::timestamptz)
+          + (SELECT least(q.n, greatest(0, floor(extract(epoch FROM
+                 $1::timestamptz + (clock_timestamp() - statement_timestamp())
+                 + q.burst_us * interval '1 microsecond' - greatest(rl.tat, $1::timestamptz)) * 1000000 / q.interval_us) + 1))
+                 * q.interval_us
+             FROM req q WHERE q.key = rl.key) * interval '1 microsecond'
+RETURNING rl.key, rl.tat, rl.taken
 `
 
-type TakeRateLimitParams struct {
-	Now        time.Time
-	BurstUs    int64
-	IntervalUs int64
-	Key        []byte
+type TakeRateLimitsParams struct {
+	Now         time.Time
+	Keys        [][]byte
+	Counts      []int32
+	IntervalsUs []int64
+	BurstsUs    []int64
 }
 
-type TakeRateLimitRow struct {
-	Allowed bool
-	Tat     time.Time
-}
-
-// Takes one event for a key by the generic cell rate algorithm: allowed when
-// the key's TAT is at most now + burst; an allowed event moves the TAT to
-// max(TAT, now) + interval, a new key starting from now. A TAT only grows
-// (the sweep deletes only TATs already past), so a refusal read from the
-// snapshot stands: it is answered without locking or writing the row, and a
-// flood refused for one key costs index lookups, not a queue on its row lock.
-// Otherwise the upsert locks the row and checks again, with now moved on by
-// the time this statement waited for the lock: a request that queued behind
-// others on a busy key is judged when it gets its turn, not refused for
-// arriving "in the past" of the TAT those others advanced. (The new TAT
-// still starts from the given now, so that TATs advance by exact intervals;
-// judging later only admits what the limit allows at the later time.) The TAT returned
-// on refusal gives the caller Retry-After; when the key was inserted by a
-// concurrent transaction after this statement's snapshot (its TAT not
-// visible), the TAT returned makes Retry-After one interval. (sqlc.arg
-// rather than @name: sqlc garbles @interval_us here.)
-func (q *Queries) TakeRateLimit(ctx context.Context, db DBTX, arg TakeRateLimitParams) (TakeRateLimitRow, error) {
-	row := db.QueryRow(ctx, takeRateLimit,
+// Takes events for a batch of distinct keys by the generic cell rate
+// algorithm, in one statement: key i asks for counts[i] events at one per
+// intervals_us[i] microseconds, up to bursts_us[i] ahead of now. Of a key's
+// events, as many are allowed as fit: the j-th (from 0) fits when
+// max(TAT, now) + j × interval ≤ now + burst; the TAT then moves to
+// max(TAT, now) + allowed × interval, a new key starting from now. The
+// allowance check uses now moved on by the time this statement waited for
+// the key's row lock, so a batch that queued behind another on a busy key is
+// judged when it gets its turn (the new TAT still starts from the given now,
+// so TATs advance by exact intervals). Rows are written in key order, the
+// one lock order of every batch in every process: batches cannot deadlock.
+// Returns each key's new TAT and how many of its events were allowed.
+func (q *Queries) TakeRateLimits(ctx context.Context, db DBTX, arg TakeRateLimitsParams) ([]RateLimit, error) {
+	rows, err := db.Query(ctx, takeRateLimits,
 		arg.Now,
-		arg.BurstUs,
-		arg.IntervalUs,
-		arg.Key,
+		arg.Keys,
+		arg.Counts,
+		arg.IntervalsUs,
+		arg.BurstsUs,
 	)
-	var i TakeRateLimitRow
-	err := row.Scan(&i.Allowed, &i.Tat)
-	return i, err
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []RateLimit{}
+	for rows.Next() {
+		var i RateLimit
+		if err := rows.Scan(&i.Key, &i.Tat, &i.Taken); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
