@@ -57,7 +57,7 @@ type Limiter struct {
 // waiter is one Allow call waiting for its statement.
 type waiter struct {
 	key    []byte
-	result chan outcome // buffered: the flusher never blocks on it
+	result chan outcome  // buffered: the flusher never blocks on it
 	lead   chan struct{} // closed when this waiter is to send the next statement
 	chosen bool          // under Limiter.mu: lead was closed
 }
