@@ -51,39 +51,65 @@ WHERE id = @id;
 -- name: UpdatePasswordHash :exec
 UPDATE users SET password_hash = @password_hash, updated_at = @now::timestamptz WHERE id = @id AND password_hash = @old_hash;
 
--- Admits one login attempt to the slow verification, counting it as a failure
+-- Finds the account of a login name and admits one login attempt on it to
+-- the slow verification, in one round trip: the attempt counts as a failure
 -- until CompleteLogin proves it right. The count restarts after an expired
 -- lock or a quiet window (no attempt since @window_start); the attempt that
 -- brings it to the threshold locks the account, and a locked account admits
--- nothing (no row). The row lock serialises concurrent attempts, so at most
--- @threshold verifications happen per lock, whatever the concurrency. The
--- secrets and credential_version are returned from the same row version.
+-- nothing (admitted false, locked_until its lock as this statement saw it).
+-- The row lock serialises concurrent attempts, so at most @threshold
+-- verifications happen per lock, whatever the concurrency. The secrets and
+-- credential_version are returned from the same row version. No row: no
+-- account has this login name.
 -- name: AdmitLoginAttempt :one
-UPDATE users
-SET failed_logins = CASE WHEN failed_login_at IS NULL OR failed_login_at <= @window_start::timestamptz
-                              OR locked_until <= @now::timestamptz
-                         THEN 1 ELSE failed_logins + 1 END,
-    locked_until = CASE WHEN (CASE WHEN failed_login_at IS NULL OR failed_login_at <= @window_start::timestamptz
-                                        OR locked_until <= @now::timestamptz
-                                   THEN 1 ELSE failed_logins + 1 END) >= @threshold::integer
-                        THEN @locked_until::timestamptz END,
-    failed_login_at = @now::timestamptz
-WHERE id = @id AND (locked_until IS NULL OR locked_until <= @now::timestamptz)
-RETURNING failed_logins, locked_until, credential_version, status, password_hash, pin_hash;
+WITH u AS (
+    SELECT users.id, users.domain_id, users.login_name, users.locked_until
+    FROM users WHERE lower(users.login_name) = lower(@login_name)
+), admitted AS (
+    UPDATE users
+    SET failed_logins = CASE WHEN users.failed_login_at IS NULL OR users.failed_login_at <= @window_start::timestamptz
+                                  OR users.locked_until <= @now::timestamptz
+                             THEN 1 ELSE users.failed_logins + 1 END,
+        locked_until = CASE WHEN (CASE WHEN users.failed_login_at IS NULL OR users.failed_login_at <= @window_start::timestamptz
+                                            OR users.locked_until <= @now::timestamptz
+                                       THEN 1 ELSE users.failed_logins + 1 END) >= @threshold::integer
+                            THEN @locked_until::timestamptz END,
+        failed_login_at = @now::timestamptz
+    FROM u
+    WHERE users.id = u.id AND (users.locked_until IS NULL OR users.locked_until <= @now::timestamptz)
+    RETURNING users.id, users.failed_logins, users.locked_until, users.credential_version, users.status,
+              users.password_hash, users.pin_hash
+)
+SELECT u.id, u.domain_id, u.login_name, (a.id IS NOT NULL)::boolean AS admitted,
+       coalesce(a.failed_logins, 0)::integer AS failed_logins, (a.locked_until IS NOT NULL)::boolean AS locks,
+       coalesce(a.credential_version, 0)::bigint AS credential_version, coalesce(a.status, '')::text AS status,
+       a.password_hash, a.pin_hash, u.locked_until
+FROM u LEFT JOIN admitted a ON a.id = u.id;
 
--- name: GetLockedUntil :one
-SELECT locked_until FROM users WHERE id = @id;
+-- Ends a verified login and starts its session, in one statement: it clears
+-- the failure count and inserts the session and its audit event only while
+-- the credential verified is still the current one and the account still
+-- active. The row lock the UPDATE takes orders it against a concurrent
+-- change, which bumps credential_version first and revokes sessions after:
+-- either this waits, sees the bump and inserts nothing (no row), or the
+-- change waits and then revokes the session this committed.
+-- name: CompleteLogin :one
+WITH ok AS (
+    UPDATE users SET failed_logins = 0, locked_until = NULL, failed_login_at = NULL
+    WHERE users.id = @id AND users.credential_version = @credential_version AND users.status = 'active'
+    RETURNING users.id, users.domain_id
+), session AS (
+    INSERT INTO sessions (user_id, token_hash, created_at, expires_at, last_seen_at)
+    SELECT ok.id, @token_hash, @now::timestamptz, @expires_at::timestamptz, @now::timestamptz FROM ok
+    RETURNING sessions.id
+), audited AS (
+    INSERT INTO audit_events (kind, user_id, domain_id, actor_kind, actor_id, source_addr, request_id)
+    SELECT @audit_kind, ok.id, ok.domain_id, @actor_kind, @actor_id, @source_addr, @request_id FROM ok
+)
+SELECT session.id FROM session;
 
--- Ends a verified login: clears the failure count only while the credential
--- verified is still the current one and the account still active. The row
--- lock it takes orders it against a concurrent change, which bumps
--- credential_version first and revokes sessions after: either this sees the
--- bump and matches nothing, or the change sees the session it commits.
--- name: CompleteLogin :execrows
-UPDATE users SET failed_logins = 0, locked_until = NULL, failed_login_at = NULL
-WHERE id = @id AND credential_version = @credential_version AND status = 'active';
-
--- The unknown-login-name twin of AdmitLoginAttempt, on unknown_login_failures.
+-- AdmitLoginAttempt for a login name that belongs to no account, on
+-- unknown_login_failures.
 -- name: AdmitUnknownLoginAttempt :one
 INSERT INTO unknown_login_failures AS f (name_key, failures, locked_until, updated_at)
 VALUES (@name_key, 1, CASE WHEN 1 >= @threshold::integer THEN @locked_until::timestamptz END, @now::timestamptz)

@@ -51,7 +51,11 @@ type Config struct {
 	// Flood is how many logins are sent at once while the ingress's RSS is
 	// sampled (default 1000, the figure the README reports).
 	Flood int
+	// Scenarios to run: "ingress", "pipeline", "login"; nil runs them all.
+	Scenarios map[string]bool
 }
+
+func (c Config) runs(scenario string) bool { return c.Scenarios == nil || c.Scenarios[scenario] }
 
 // Report is everything a run measured.
 type Report struct {
@@ -131,24 +135,15 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (Report, error) {
 		return rep, err
 	}
 
-	say("ingress alone: POST /v1/password/forgot, 64 clients, %s", cfg.Phase)
-	pool, err := s.takeUsers(20000)
-	if err != nil {
-		return rep, err
+	if cfg.runs("ingress") {
+		if err := s.ingress(ctx, cfg, &rep, say); err != nil {
+			return rep, err
+		}
 	}
-	stopProfile := s.profile("ingress", cfg.Phase)
-	rep.Ingress = s.runClosedLoop(ctx, 64, cfg.Phase, "/v1/password/forgot", http.StatusAccepted, func(i int) []byte {
-		return fmt.Appendf(nil, `{"identifier":"u%d@%s"}`, pool+i%20000, benchDomain)
-	})
-	stopProfile()
-	rep.Ingress.Description = "forgot-password requests answered 202 (account lookup and publish), no workers running"
-	// The events it published would be worked off by the workers started
-	// next and pollute the pipeline's figures.
-	if err := s.purge(ctx); err != nil {
-		return rep, err
-	}
-
 	for _, layout := range cfg.Layouts {
+		if !cfg.runs("pipeline") {
+			break
+		}
 		say("reset pipeline with %d token and %d mailer processes", layout.Tokens, layout.Mailers)
 		pr, err := s.pipeline(ctx, cfg, layout, say)
 		if err != nil {
@@ -158,9 +153,11 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (Report, error) {
 		rep.Sustained = max(rep.Sustained, pr.SustainedEmailsPerS)
 	}
 
-	say("login: argon2id bound, closed loop, and a flood of 1000 in flight")
-	if err := s.login(ctx, cfg, serve, &rep.Login); err != nil {
-		return rep, err
+	if cfg.runs("login") {
+		say("login: argon2id bound, closed loop, and a flood of 1000 in flight")
+		if err := s.login(ctx, cfg, serve, &rep.Login); err != nil {
+			return rep, err
+		}
 	}
 	rep.DurationSec = time.Since(rep.StartedAt).Seconds()
 	raw, err := json.MarshalIndent(rep, "", "  ")
@@ -172,6 +169,24 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (Report, error) {
 	}
 	PrintTable(out, rep)
 	return rep, nil
+}
+
+// ingress measures POST /v1/password/forgot alone, with no workers running.
+func (s *stack) ingress(ctx context.Context, cfg Config, rep *Report, say func(string, ...any)) error {
+	say("ingress alone: POST /v1/password/forgot, 64 clients, %s", cfg.Phase)
+	pool, err := s.takeUsers(20000)
+	if err != nil {
+		return err
+	}
+	stopProfile := s.profile("ingress", cfg.Phase)
+	rep.Ingress = s.runClosedLoop(ctx, 64, cfg.Phase, "/v1/password/forgot", http.StatusAccepted, func(i int) []byte {
+		return fmt.Appendf(nil, `{"identifier":"u%d@%s"}`, pool+i%20000, benchDomain)
+	})
+	stopProfile()
+	rep.Ingress.Description = "forgot-password requests answered 202 (account lookup and publish), no workers running"
+	// The events it published would be worked off by the workers started
+	// next and pollute the pipeline's figures.
+	return s.purge(ctx)
 }
 
 func (s *stack) pipeline(ctx context.Context, cfg Config, layout Workers, say func(string, ...any)) (PipelineReport, error) {

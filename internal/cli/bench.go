@@ -24,6 +24,7 @@ func benchSetup(fs *flag.FlagSet) runFunc {
 	low := fs.Duration("low", 20*time.Second, "length of the 10/s latency run")
 	profile := fs.Bool("profile", false, "collect CPU and allocation profiles of every process per scenario")
 	quick := fs.Bool("quick", false, "short phases and one layout: a smoke test of the harness, not a measurement")
+	scenarios := fs.String("scenarios", "ingress,pipeline,login", "which scenarios to run, comma-separated (to compare one change quickly)")
 	return func(ctx context.Context, env Env, cfg config.Config, args []string) error {
 		if len(args) > 0 {
 			return fmt.Errorf("%w: bench takes only flags", ErrUsage)
@@ -38,6 +39,15 @@ func benchSetup(fs *flag.FlagSet) runFunc {
 		}
 		if bc.OutDir == "" {
 			bc.OutDir = cmp.Or(os.Getenv("BENCH_OUT"), "bench-out")
+		}
+		bc.Scenarios = map[string]bool{}
+		for _, sc := range strings.Split(*scenarios, ",") {
+			switch sc = strings.TrimSpace(sc); sc {
+			case "ingress", "pipeline", "login":
+				bc.Scenarios[sc] = true
+			default:
+				return fmt.Errorf("%w: --scenarios takes ingress, pipeline and login", ErrUsage)
+			}
 		}
 		var err error
 		if bc.Binary, err = os.Executable(); err != nil {

@@ -186,7 +186,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"session": res.Session, "login_name": res.User.LoginName})
+	writeJSON(w, http.StatusOK, map[string]any{"session": res.Session, "login_name": res.LoginName})
 	return nil
 }
 

@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"github.com/rs/zerolog"
 
 	"github.com/latchkey/latchkey/internal/audit"
@@ -70,8 +69,9 @@ func New(cfg Config, st *store.Store, hasher *credential.Hasher, sm *sessions.Ma
 
 // Result is a successful login.
 type Result struct {
-	User    store.User
-	Session sessions.Issued
+	UserID    uuid.UUID
+	LoginName string
+	Session   sessions.Issued
 }
 
 func (s *Service) rule() store.Lockout {
@@ -92,16 +92,9 @@ func (s *Service) Login(ctx context.Context, loginName, secret string, meta audi
 		// answering at once tells nothing about any account.
 		return Result{}, ErrInvalidCredentials
 	}
-	u, err := s.store.UserByLoginName(ctx, name)
+	adm, err := s.store.AdmitLoginAttempt(ctx, name, s.rule(), s.now())
 	if errors.Is(err, store.ErrNotFound) {
 		return Result{}, s.unknown(ctx, name, meta)
-	}
-	if err != nil {
-		return Result{}, err
-	}
-	adm, err := s.store.AdmitLoginAttempt(ctx, u.ID, s.rule(), s.now())
-	if errors.Is(err, store.ErrNotFound) {
-		return Result{}, s.unknown(ctx, name, meta) // deleted meanwhile
 	}
 	if err != nil {
 		return Result{}, lockedOr(err)
@@ -116,39 +109,34 @@ func (s *Service) Login(ctx context.Context, loginName, secret string, meta audi
 	default:
 		verifier = adm.PasswordHash
 	}
-	ok, rehash, err := s.verify(ctx, u.ID, verifier, secret)
+	ok, rehash, err := s.verify(ctx, adm.UserID, verifier, secret)
 	if errors.Is(err, credential.ErrMalformedHash) {
 		ok, reason = false, "unusable_hash"
 	} else if err != nil {
 		return Result{}, err
 	}
 	if !ok {
-		return Result{}, s.fail(ctx, u, adm, meta, reason)
+		return Result{}, s.fail(ctx, adm, meta, reason)
 	}
 
-	var issued sessions.Issued
-	err = s.store.InTx(ctx, func(tx pgx.Tx) error {
-		if err := s.store.CompleteLogin(ctx, tx, u.ID, adm.CredentialVersion); err != nil {
-			return err
-		}
-		var err error
-		if issued, err = s.sessions.Create(ctx, tx, u.ID); err != nil {
-			return err
-		}
-		return audit.Record(ctx, s.store, tx, audit.LoginSucceeded, &u.ID, &u.DomainID, meta, nil)
-	})
+	issued, session, err := s.sessions.Prepare()
+	if err != nil {
+		return Result{}, err
+	}
+	issued.ID, err = s.store.CompleteLogin(ctx, nil, adm.UserID, adm.CredentialVersion, session,
+		audit.Event(audit.LoginSucceeded, &adm.UserID, &adm.DomainID, meta, nil))
 	if errors.Is(err, store.ErrCredentialChanged) {
 		// The secret verified is no longer the account's (or the account
 		// was disabled): the same answer as a wrong one.
-		return Result{}, s.fail(ctx, u, adm, meta, "credential_changed")
+		return Result{}, s.fail(ctx, adm, meta, "credential_changed")
 	}
 	if err != nil {
 		return Result{}, err
 	}
 	if rehash {
-		s.rehash(ctx, u.ID, *verifier, secret)
+		s.rehash(ctx, adm.UserID, *verifier, secret)
 	}
-	return Result{User: u, Session: issued}, nil
+	return Result{UserID: adm.UserID, LoginName: adm.LoginName, Session: issued}, nil
 }
 
 // unknown answers an attempt on a login name that belongs to nobody exactly
@@ -192,11 +180,11 @@ func (s *Service) verify(ctx context.Context, userID uuid.UUID, stored *string, 
 // fail records a failed attempt; the attempt was counted when it was
 // admitted, and the one that used the last of the allowance has locked the
 // account.
-func (s *Service) fail(ctx context.Context, u store.User, adm store.Admission, meta audit.Meta, reason string) error {
-	events := []store.AuditEvent{audit.Event(audit.LoginFailed, &u.ID, &u.DomainID, meta,
+func (s *Service) fail(ctx context.Context, adm store.Admission, meta audit.Meta, reason string) error {
+	events := []store.AuditEvent{audit.Event(audit.LoginFailed, &adm.UserID, &adm.DomainID, meta,
 		map[string]any{"reason": reason, "failures": adm.Failures})}
 	if adm.Locks {
-		events = append(events, audit.Event(audit.AccountLocked, &u.ID, &u.DomainID, meta,
+		events = append(events, audit.Event(audit.AccountLocked, &adm.UserID, &adm.DomainID, meta,
 			map[string]any{"duration_seconds": int(s.cfg.LockoutDuration.Seconds())}))
 	}
 	if err := s.store.InsertAudits(ctx, nil, events); err != nil {

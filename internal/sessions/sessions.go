@@ -39,17 +39,29 @@ func New(st *store.Store, ttl time.Duration, now func() time.Time) *Manager {
 
 // Create starts a session for the user, in tx when given.
 func (m *Manager) Create(ctx context.Context, tx pgx.Tx, userID uuid.UUID) (Issued, error) {
-	token, hash, err := credential.NewToken()
-	if err != nil {
-		return Issued{}, fmt.Errorf("new session token: %w", err)
-	}
-	now := m.now()
-	expires := now.Add(m.ttl)
-	id, err := m.store.InsertSession(ctx, tx, userID, hash[:], now, expires)
+	issued, row, err := m.Prepare()
 	if err != nil {
 		return Issued{}, err
 	}
-	return Issued{ID: id, Token: token, ExpiresAt: expires.UTC().Truncate(time.Second)}, nil
+	if issued.ID, err = m.store.InsertSession(ctx, tx, userID, row.TokenHash, row.CreatedAt, row.ExpiresAt); err != nil {
+		return Issued{}, err
+	}
+	return issued, nil
+}
+
+// Prepare makes a session's bearer token and lifetime for a caller that
+// stores the session itself, in a statement of its own (login starts it only
+// if the credential it verified is still current: store.CompleteLogin). The
+// caller sets Issued.ID to the stored session's id.
+func (m *Manager) Prepare() (Issued, store.NewSession, error) {
+	token, hash, err := credential.NewToken()
+	if err != nil {
+		return Issued{}, store.NewSession{}, fmt.Errorf("new session token: %w", err)
+	}
+	now := m.now()
+	expires := now.Add(m.ttl)
+	return Issued{Token: token, ExpiresAt: expires.UTC().Truncate(time.Second)},
+		store.NewSession{TokenHash: hash[:], CreatedAt: now, ExpiresAt: expires}, nil
 }
 
 // Authenticate resolves a bearer token.

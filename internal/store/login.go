@@ -29,7 +29,12 @@ type Lockout struct {
 // Admission is a login attempt admitted to verification, with what to verify
 // it against. The secrets and CredentialVersion come from one row version.
 type Admission struct {
-	Failures          int // attempts not proven right so far, this one included
+	UserID    uuid.UUID // uuid.Nil for an unknown login name
+	DomainID  uuid.UUID
+	LoginName string
+	Failures  int // attempts not proven right so far, this one included
+	// CredentialVersion, Status and the hashes are the account's when the
+	// attempt was admitted.
 	CredentialVersion int64
 	Status            string
 	PasswordHash      *string
@@ -46,28 +51,25 @@ type LockedError struct{ Until time.Time }
 
 func (e *LockedError) Error() string { return "locked until " + e.Until.UTC().Format(time.RFC3339) }
 
-// AdmitLoginAttempt admits one attempt on the user's account to verification,
-// counting it as failed until CompleteLogin says otherwise. It returns a
-// *LockedError when the account is locked, and ErrNotFound when the user is
-// gone.
-func (s *Store) AdmitLoginAttempt(ctx context.Context, userID uuid.UUID, rule Lockout, now time.Time) (Admission, error) {
+// AdmitLoginAttempt finds the account of loginName and admits one attempt on
+// it to verification, in one round trip, counting the attempt as failed
+// until CompleteLogin says otherwise. It returns a *LockedError when the
+// account is locked, and ErrNotFound when no account has the name.
+func (s *Store) AdmitLoginAttempt(ctx context.Context, loginName string, rule Lockout, now time.Time) (Admission, error) {
 	row, err := s.q.AdmitLoginAttempt(ctx, s.pool, dbsqlc.AdmitLoginAttemptParams{
-		ID: userID, Threshold: int32(rule.Threshold), Now: now,
+		LoginName: loginName, Threshold: int32(rule.Threshold), Now: now,
 		WindowStart: now.Add(-rule.Duration), LockedUntil: now.Add(rule.Duration),
 	})
-	if errors.Is(err, pgx.ErrNoRows) {
-		until, err := s.q.GetLockedUntil(ctx, s.pool, userID)
-		if err != nil {
-			return Admission{}, translate("get lock", err)
-		}
-		return Admission{}, lockedAt(until, now)
-	}
 	if err != nil {
 		return Admission{}, translate("admit login attempt", err)
 	}
+	if !row.Admitted {
+		return Admission{}, lockedAt(row.LockedUntil, now)
+	}
 	return Admission{
-		Failures: int(row.FailedLogins), CredentialVersion: row.CredentialVersion, Status: row.Status,
-		PasswordHash: row.PasswordHash, PINHash: row.PinHash, Locks: row.LockedUntil != nil,
+		UserID: row.ID, DomainID: row.DomainID, LoginName: row.LoginName, Failures: int(row.FailedLogins),
+		CredentialVersion: row.CredentialVersion, Status: row.Status, PasswordHash: row.PasswordHash,
+		PINHash: row.PinHash, Locks: row.Locks,
 	}, nil
 }
 
@@ -118,19 +120,29 @@ func (s *Store) SweepUnknownLoginFailures(ctx context.Context, rule Lockout, now
 // status, changed while it was being verified: the login must not succeed.
 var ErrCredentialChanged = errors.New("credential changed during verification")
 
-// CompleteLogin ends a verified attempt in tx: it clears the failure count
-// and takes the user's row lock, but only while credentialVersion is still
-// the user's and the account active; otherwise ErrCredentialChanged. Start
-// the session in the same tx.
-func (s *Store) CompleteLogin(ctx context.Context, tx pgx.Tx, userID uuid.UUID, credentialVersion int64) error {
-	n, err := s.q.CompleteLogin(ctx, tx, dbsqlc.CompleteLoginParams{ID: userID, CredentialVersion: credentialVersion})
-	if err != nil {
-		return translate("complete login", err)
+// NewSession is a session to start: the digest of its bearer token and its
+// lifetime.
+type NewSession struct {
+	TokenHash []byte
+	CreatedAt time.Time
+	ExpiresAt time.Time
+}
+
+// CompleteLogin ends a verified attempt in one statement (in tx when given):
+// it clears the failure count, starts the session and records the audit
+// event, but only while credentialVersion is still the user's and the
+// account active; otherwise ErrCredentialChanged and nothing is written. It
+// returns the session's id.
+func (s *Store) CompleteLogin(ctx context.Context, tx pgx.Tx, userID uuid.UUID, credentialVersion int64, session NewSession, e AuditEvent) (uuid.UUID, error) {
+	id, err := s.q.CompleteLogin(ctx, s.on(tx), dbsqlc.CompleteLoginParams{
+		ID: userID, CredentialVersion: credentialVersion, TokenHash: session.TokenHash, Now: session.CreatedAt,
+		ExpiresAt: session.ExpiresAt, AuditKind: e.Kind, ActorKind: e.ActorKind, ActorID: e.ActorID,
+		SourceAddr: e.SourceAddr, RequestID: e.RequestID,
+	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return uuid.Nil, ErrCredentialChanged
 	}
-	if n == 0 {
-		return ErrCredentialChanged
-	}
-	return nil
+	return id, translate("complete login", err)
 }
 
 // LockUser locks the user's row in tx for a change of its credentials or

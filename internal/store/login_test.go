@@ -35,6 +35,14 @@ func newUser(t *testing.T, s *store.Store) store.User {
 	return u
 }
 
+// complete ends a verified login as the login service does, in tx if given.
+func complete(ctx context.Context, s *store.Store, tx pgx.Tx, u store.User, adm store.Admission) (uuid.UUID, error) {
+	now := time.Now()
+	return s.CompleteLogin(ctx, tx, u.ID, adm.CredentialVersion,
+		store.NewSession{TokenHash: []byte(uuid.NewString()), CreatedAt: now, ExpiresAt: now.Add(time.Hour)},
+		store.AuditEvent{Kind: "login.succeeded", ActorKind: "self"})
+}
+
 var rule = store.Lockout{Threshold: 5, Duration: 15 * time.Minute}
 
 // TestAdmissionIsBoundedUnderConcurrency: of 50 attempts admitted at once,
@@ -50,7 +58,7 @@ func TestAdmissionIsBoundedUnderConcurrency(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 50 {
 		wg.Go(func() {
-			a, err := s.AdmitLoginAttempt(context.Background(), u.ID, rule, now)
+			a, err := s.AdmitLoginAttempt(context.Background(), u.LoginName, rule, now)
 			var locked *store.LockedError
 			mu.Lock()
 			defer mu.Unlock()
@@ -75,12 +83,12 @@ func TestAdmissionIsBoundedUnderConcurrency(t *testing.T) {
 		t.Fatalf("admitted %d, refused %d, locking admissions %d", admitted, refused, locks)
 	}
 	// The lock lapses after its duration, and the count starts again.
-	a, err := s.AdmitLoginAttempt(context.Background(), u.ID, rule, now.Add(rule.Duration))
+	a, err := s.AdmitLoginAttempt(context.Background(), u.LoginName, rule, now.Add(rule.Duration))
 	if err != nil || a.Failures != 1 || a.Locks {
 		t.Fatalf("after the lock: %+v, %v", a, err)
 	}
 	// So does a count whose last attempt is older than one duration.
-	a, err = s.AdmitLoginAttempt(context.Background(), u.ID, rule, now.Add(2*rule.Duration+time.Second))
+	a, err = s.AdmitLoginAttempt(context.Background(), u.LoginName, rule, now.Add(2*rule.Duration+time.Second))
 	if err != nil || a.Failures != 1 {
 		t.Fatalf("after a quiet window: %+v, %v", a, err)
 	}
@@ -97,7 +105,7 @@ func TestCompleteLoginLosesToAConcurrentPasswordChange(t *testing.T) {
 		db := testkit.NewDB(t)
 		s := store.New(db.Pool)
 		u := newUser(t, s)
-		adm, err := s.AdmitLoginAttempt(ctx, u.ID, rule, time.Now())
+		adm, err := s.AdmitLoginAttempt(ctx, u.LoginName, rule, time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -112,7 +120,8 @@ func TestCompleteLoginLosesToAConcurrentPasswordChange(t *testing.T) {
 		// The login's completion waits on the change's row lock ...
 		done := make(chan error, 1)
 		go func() {
-			done <- s.InTx(ctx, func(tx pgx.Tx) error { return s.CompleteLogin(ctx, tx, u.ID, adm.CredentialVersion) })
+			_, err := complete(ctx, s, nil, u, adm)
+			done <- err
 		}()
 		select {
 		case err := <-done:
@@ -132,7 +141,7 @@ func TestCompleteLoginLosesToAConcurrentPasswordChange(t *testing.T) {
 		db := testkit.NewDB(t)
 		s := store.New(db.Pool)
 		u := newUser(t, s)
-		adm, err := s.AdmitLoginAttempt(ctx, u.ID, rule, time.Now())
+		adm, err := s.AdmitLoginAttempt(ctx, u.LoginName, rule, time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -141,10 +150,7 @@ func TestCompleteLoginLosesToAConcurrentPasswordChange(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer login.Rollback(ctx)
-		if err := s.CompleteLogin(ctx, login, u.ID, adm.CredentialVersion); err != nil {
-			t.Fatal(err)
-		}
-		session, err := s.InsertSession(ctx, login, u.ID, []byte(uuid.NewString()), time.Now(), time.Now().Add(time.Hour))
+		session, err := complete(ctx, s, login, u, adm)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -180,7 +186,7 @@ func TestCompleteLoginLosesToAConcurrentPasswordChange(t *testing.T) {
 		db := testkit.NewDB(t)
 		s := store.New(db.Pool)
 		u := newUser(t, s)
-		adm, err := s.AdmitLoginAttempt(ctx, u.ID, rule, time.Now())
+		adm, err := s.AdmitLoginAttempt(ctx, u.LoginName, rule, time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -190,8 +196,7 @@ func TestCompleteLoginLosesToAConcurrentPasswordChange(t *testing.T) {
 		}); err != nil {
 			t.Fatal(err)
 		}
-		err = s.InTx(ctx, func(tx pgx.Tx) error { return s.CompleteLogin(ctx, tx, u.ID, adm.CredentialVersion) })
-		if !errors.Is(err, store.ErrCredentialChanged) {
+		if _, err := complete(ctx, s, nil, u, adm); !errors.Is(err, store.ErrCredentialChanged) {
 			t.Fatalf("completion after disabling: %v", err)
 		}
 	})

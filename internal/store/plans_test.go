@@ -150,13 +150,16 @@ func TestHotStatementsFindRowsByIndex(t *testing.T) {
 	}{
 		{"UserByLoginName", func() error { _, err := s.UserByLoginName(ctx, "u7@plans.example"); return err }},
 		{"UsersByIdentifier", func() error { _, err := s.UsersByIdentifier(ctx, "u7@mail.example"); return err }},
-		{"AdmitLoginAttempt", func() error { _, err := s.AdmitLoginAttempt(ctx, users[0].ID, lockout, now); return err }},
+		{"AdmitLoginAttempt", func() error { _, err := s.AdmitLoginAttempt(ctx, "u3@plans.example", lockout, now); return err }},
 		{"AdmitUnknownLoginAttempt", func() error {
 			_, err := s.AdmitUnknownLoginAttempt(ctx, "nobody@plans.example", lockout, now)
 			return err
 		}},
 		{"CompleteLogin", func() error {
-			return inTx(func(tx pgx.Tx) error { return s.CompleteLogin(ctx, tx, users[0].ID, users[0].CredentialVersion) })
+			_, err := s.CompleteLogin(ctx, nil, users[0].ID, users[0].CredentialVersion,
+				store.NewSession{TokenHash: []byte("plans-session"), CreatedAt: now, ExpiresAt: now.Add(time.Hour)},
+				store.AuditEvent{Kind: "login.succeeded", ActorKind: "self"})
+			return err
 		}},
 		{"LockUser", func() error {
 			return inTx(func(tx pgx.Tx) error { _, err := s.LockUser(ctx, tx, users[1].ID); return err })

@@ -13,59 +13,84 @@ import (
 )
 
 const admitLoginAttempt = `-- name: AdmitLoginAttempt :one
-UPDATE users
-SET failed_logins = CASE WHEN failed_login_at IS NULL OR failed_login_at <= $1::timestamptz
-                              OR locked_until <= $2::timestamptz
-                         THEN 1 ELSE failed_logins + 1 END,
-    locked_until = CASE WHEN (CASE WHEN failed_login_at IS NULL OR failed_login_at <= $1::timestamptz
-                                        OR locked_until <= $2::timestamptz
-                                   THEN 1 ELSE failed_logins + 1 END) >= $3::integer
-                        THEN $4::timestamptz END,
-    failed_login_at = $2::timestamptz
-WHERE id = $5 AND (locked_until IS NULL OR locked_until <= $2::timestamptz)
-RETURNING failed_logins, locked_until, credential_version, status, password_hash, pin_hash
+WITH u AS (
+    SELECT users.id, users.domain_id, users.login_name, users.locked_until
+    FROM users WHERE lower(users.login_name) = lower($1)
+), admitted AS (
+    UPDATE users
+    SET failed_logins = CASE WHEN users.failed_login_at IS NULL OR users.failed_login_at <= $2::timestamptz
+                                  OR users.locked_until <= $3::timestamptz
+                             THEN 1 ELSE users.failed_logins + 1 END,
+        locked_until = CASE WHEN (CASE WHEN users.failed_login_at IS NULL OR users.failed_login_at <= $2::timestamptz
+                                            OR users.locked_until <= $3::timestamptz
+                                       THEN 1 ELSE users.failed_logins + 1 END) >= $4::integer
+                            THEN $5::timestamptz END,
+        failed_login_at = $3::timestamptz
+    FROM u
+    WHERE users.id = u.id AND (users.locked_until IS NULL OR users.locked_until <= $3::timestamptz)
+    RETURNING users.id, users.failed_logins, users.locked_until, users.credential_version, users.status,
+              users.password_hash, users.pin_hash
+)
+SELECT u.id, u.domain_id, u.login_name, (a.id IS NOT NULL)::boolean AS admitted,
+       coalesce(a.failed_logins, 0)::integer AS failed_logins, (a.locked_until IS NOT NULL)::boolean AS locks,
+       coalesce(a.credential_version, 0)::bigint AS credential_version, coalesce(a.status, '')::text AS status,
+       a.password_hash, a.pin_hash, u.locked_until
+FROM u LEFT JOIN admitted a ON a.id = u.id
 `
 
 type AdmitLoginAttemptParams struct {
+	LoginName   string
 	WindowStart time.Time
 	Now         time.Time
 	Threshold   int32
 	LockedUntil time.Time
-	ID          uuid.UUID
 }
 
 type AdmitLoginAttemptRow struct {
+	ID                uuid.UUID
+	DomainID          uuid.UUID
+	LoginName         string
+	Admitted          bool
 	FailedLogins      int32
-	LockedUntil       *time.Time
+	Locks             bool
 	CredentialVersion int64
 	Status            string
 	PasswordHash      *string
 	PinHash           *string
+	LockedUntil       *time.Time
 }
 
-// Admits one login attempt to the slow verification, counting it as a failure
+// Finds the account of a login name and admits one login attempt on it to
+// the slow verification, in one round trip: the attempt counts as a failure
 // until CompleteLogin proves it right. The count restarts after an expired
 // lock or a quiet window (no attempt since @window_start); the attempt that
 // brings it to the threshold locks the account, and a locked account admits
-// nothing (no row). The row lock serialises concurrent attempts, so at most
-// @threshold verifications happen per lock, whatever the concurrency. The
-// secrets and credential_version are returned from the same row version.
+// nothing (admitted false, locked_until its lock as this statement saw it).
+// The row lock serialises concurrent attempts, so at most @threshold
+// verifications happen per lock, whatever the concurrency. The secrets and
+// credential_version are returned from the same row version. No row: no
+// account has this login name.
 func (q *Queries) AdmitLoginAttempt(ctx context.Context, db DBTX, arg AdmitLoginAttemptParams) (AdmitLoginAttemptRow, error) {
 	row := db.QueryRow(ctx, admitLoginAttempt,
+		arg.LoginName,
 		arg.WindowStart,
 		arg.Now,
 		arg.Threshold,
 		arg.LockedUntil,
-		arg.ID,
 	)
 	var i AdmitLoginAttemptRow
 	err := row.Scan(
+		&i.ID,
+		&i.DomainID,
+		&i.LoginName,
+		&i.Admitted,
 		&i.FailedLogins,
-		&i.LockedUntil,
+		&i.Locks,
 		&i.CredentialVersion,
 		&i.Status,
 		&i.PasswordHash,
 		&i.PinHash,
+		&i.LockedUntil,
 	)
 	return i, err
 }
@@ -97,7 +122,8 @@ type AdmitUnknownLoginAttemptRow struct {
 	LockedUntil *time.Time
 }
 
-// The unknown-login-name twin of AdmitLoginAttempt, on unknown_login_failures.
+// AdmitLoginAttempt for a login name that belongs to no account, on
+// unknown_login_failures.
 func (q *Queries) AdmitUnknownLoginAttempt(ctx context.Context, db DBTX, arg AdmitUnknownLoginAttemptParams) (AdmitUnknownLoginAttemptRow, error) {
 	row := db.QueryRow(ctx, admitUnknownLoginAttempt,
 		arg.NameKey,
@@ -111,27 +137,58 @@ func (q *Queries) AdmitUnknownLoginAttempt(ctx context.Context, db DBTX, arg Adm
 	return i, err
 }
 
-const completeLogin = `-- name: CompleteLogin :execrows
-UPDATE users SET failed_logins = 0, locked_until = NULL, failed_login_at = NULL
-WHERE id = $1 AND credential_version = $2 AND status = 'active'
+const completeLogin = `-- name: CompleteLogin :one
+WITH ok AS (
+    UPDATE users SET failed_logins = 0, locked_until = NULL, failed_login_at = NULL
+    WHERE users.id = $1 AND users.credential_version = $2 AND users.status = 'active'
+    RETURNING users.id, users.domain_id
+), session AS (
+    INSERT INTO sessions (user_id, token_hash, created_at, expires_at, last_seen_at)
+    SELECT ok.id, $3, $4::timestamptz, $5::timestamptz, $4::timestamptz FROM ok
+    RETURNING sessions.id
+), audited AS (
+    INSERT INTO audit_events (kind, user_id, domain_id, actor_kind, actor_id, source_addr, request_id)
+    SELECT $6, ok.id, ok.domain_id, $7, $8, $9, $10 FROM ok
+)
+SELECT session.id FROM session
 `
 
 type CompleteLoginParams struct {
 	ID                uuid.UUID
 	CredentialVersion int64
+	TokenHash         []byte
+	Now               time.Time
+	ExpiresAt         time.Time
+	AuditKind         string
+	ActorKind         string
+	ActorID           string
+	SourceAddr        string
+	RequestID         string
 }
 
-// Ends a verified login: clears the failure count only while the credential
-// verified is still the current one and the account still active. The row
-// lock it takes orders it against a concurrent change, which bumps
-// credential_version first and revokes sessions after: either this sees the
-// bump and matches nothing, or the change sees the session it commits.
-func (q *Queries) CompleteLogin(ctx context.Context, db DBTX, arg CompleteLoginParams) (int64, error) {
-	result, err := db.Exec(ctx, completeLogin, arg.ID, arg.CredentialVersion)
-	if err != nil {
-		return 0, err
-	}
-	return result.RowsAffected(), nil
+// Ends a verified login and starts its session, in one statement: it clears
+// the failure count and inserts the session and its audit event only while
+// the credential verified is still the current one and the account still
+// active. The row lock the UPDATE takes orders it against a concurrent
+// change, which bumps credential_version first and revokes sessions after:
+// either this waits, sees the bump and inserts nothing (no row), or the
+// change waits and then revokes the session this committed.
+func (q *Queries) CompleteLogin(ctx context.Context, db DBTX, arg CompleteLoginParams) (uuid.UUID, error) {
+	row := db.QueryRow(ctx, completeLogin,
+		arg.ID,
+		arg.CredentialVersion,
+		arg.TokenHash,
+		arg.Now,
+		arg.ExpiresAt,
+		arg.AuditKind,
+		arg.ActorKind,
+		arg.ActorID,
+		arg.SourceAddr,
+		arg.RequestID,
+	)
+	var id uuid.UUID
+	err := row.Scan(&id)
+	return id, err
 }
 
 const createUser = `-- name: CreateUser :one
@@ -270,17 +327,6 @@ func (q *Queries) FindUsersByIdentifier(ctx context.Context, db DBTX, identifier
 		return nil, err
 	}
 	return items, nil
-}
-
-const getLockedUntil = `-- name: GetLockedUntil :one
-SELECT locked_until FROM users WHERE id = $1
-`
-
-func (q *Queries) GetLockedUntil(ctx context.Context, db DBTX, id uuid.UUID) (*time.Time, error) {
-	row := db.QueryRow(ctx, getLockedUntil, id)
-	var locked_until *time.Time
-	err := row.Scan(&locked_until)
-	return locked_until, err
 }
 
 const getUnknownLoginLockedUntil = `-- name: GetUnknownLoginLockedUntil :one
