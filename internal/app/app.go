@@ -381,12 +381,15 @@ func (a *App) RunWorkers(ctx context.Context, roles []Role, handlers Handlers) e
 			return err
 		}
 		concurrency, batch := tuning(role)
+		// StuckAfter: the mailer's batch may outlast its deadline on a slow
+		// relay (sends are not cut short); only a handler this late is stuck.
 		runner := events.NewBatchRunner(consumer, handlers.dispatch, a.Store, a.events, a.Log, events.RunnerConfig{
 			Consumer:        string(role),
 			Concurrency:     concurrency,
 			BatchSize:       batch,
 			MaxDeliver:      a.Config.EventMaxDeliver,
 			HandlerTimeout:  a.Config.EventAckWait * 4 / 5,
+			StuckAfter:      max(10*a.Config.EventAckWait*4/5, 5*time.Minute),
 			ShutdownTimeout: a.Config.ShutdownTimeout,
 		})
 		a.Log.Info().Str("role", string(role)).Strs("events", types).Msg("worker role started")

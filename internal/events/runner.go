@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -22,7 +23,15 @@ import (
 //     consumer's MaxDeliver, then a dead letter.
 //
 // Handlers must make their effect idempotent (see store.MarkEventProcessed):
-// delivery is at least once.
+// delivery is at least once. Their answer must be idempotent too: a
+// redelivered event whose effect already ended in a permanent failure
+// returns that failure again, not nil. The runner writes the dead letter
+// before it terminates the message, and when it could not (the process
+// stopped or crashed in between), the redelivery is what writes it.
+//
+// A handler should honour its context's deadline (HandlerTimeout); one
+// that may not (an SMTP exchange interrupted after the data went out would
+// send twice) is kept alive by the runner's heartbeat up to StuckAfter.
 type Handler func(ctx context.Context, e Event) error
 
 // Item is one event of a batch, with how often it has been delivered.
@@ -69,17 +78,23 @@ type RunnerConfig struct {
 	// Concurrency is how many events (or batches) are handled at once.
 	Concurrency int
 	// BatchSize is the most events handed to a BatchHandler at once; a
-	// batch is whatever has arrived when a slot is free, up to this size,
-	// waiting at most BatchWait for more while the consumer reports more
-	// pending (and not at all otherwise).
+	// batch is whatever is pending when a slot is free, up to this size.
 	BatchSize int
-	BatchWait time.Duration
 	// RetryBase and RetryMax shape the exponential backoff between attempts.
 	RetryBase, RetryMax time.Duration
-	// HandlerTimeout bounds one attempt; keep it below the consumer's AckWait.
+	// HandlerTimeout is the deadline of one attempt's context.
 	HandlerTimeout time.Duration
-	// ShutdownTimeout bounds how long in-flight events may finish after Run's
-	// context is cancelled.
+	// StuckAfter is how long the runner keeps a handler's messages alive
+	// (InProgress every third of the consumer's ack wait) while it runs.
+	// A handler still running then is taken to be stuck: logged, its slot
+	// given back and its messages left to be redelivered after the ack
+	// wait. When more handlers are stuck than there are slots, Run fails
+	// so the process is restarted. Default 10 × HandlerTimeout.
+	StuckAfter time.Duration
+	// ShutdownTimeout bounds how long Run waits, once its context is
+	// cancelled, for started events to finish; then it cancels their
+	// context and returns within another second whatever they do. An event
+	// not finished is redelivered after the ack wait.
 	ShutdownTimeout time.Duration
 }
 
@@ -93,9 +108,6 @@ func (c *RunnerConfig) fill() {
 	if c.BatchSize == 0 {
 		c.BatchSize = 1
 	}
-	if c.BatchWait == 0 {
-		c.BatchWait = 2 * time.Millisecond
-	}
 	if c.RetryBase == 0 {
 		c.RetryBase = time.Second
 	}
@@ -105,10 +117,29 @@ func (c *RunnerConfig) fill() {
 	if c.HandlerTimeout == 0 {
 		c.HandlerTimeout = 25 * time.Second
 	}
+	if c.StuckAfter == 0 {
+		c.StuckAfter = 10 * c.HandlerTimeout
+	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 30 * time.Second
 	}
 }
+
+// ErrHandlersStuck is Run's error when more handlers than it has slots
+// have run past StuckAfter: the process is wedged and should be restarted.
+var ErrHandlersStuck = errors.New("handlers stuck")
+
+const (
+	// abandonGrace is how long Run still waits, after the shutdown timeout
+	// cancelled the handlers' context, for those that honour it to settle
+	// their messages.
+	abandonGrace = time.Second
+	// storeTimeout bounds one write of a dead letter.
+	storeTimeout = 10 * time.Second
+	// defaultAckWait is assumed when the consumer's ack wait is unknown;
+	// it is JetStream's default.
+	defaultAckWait = 30 * time.Second
+)
 
 // Runner pulls events from one durable consumer and feeds them to a Handler.
 type Runner struct {
@@ -118,6 +149,10 @@ type Runner struct {
 	deadLetters DeadLetterStore
 	metrics     *Metrics
 	log         zerolog.Logger
+
+	beat     time.Duration           // interval of the in-progress heartbeat
+	stuck    atomic.Int32            // handlers past StuckAfter and still running
+	stopLoop context.CancelCauseFunc // stops taking messages (set by Run)
 }
 
 // NewRunner builds a runner that hands events to handler one at a time;
@@ -149,78 +184,137 @@ func NewBatchRunner(consumer jetstream.Consumer, handler BatchHandler, deadLette
 	}
 }
 
-// Run handles events until ctx is cancelled. It pulls a message only when a
-// worker slot is free, so no message waits in a buffer while its ack wait
-// runs out; on cancellation it stops taking messages at once (those not yet
-// started are redelivered) and lets started ones finish within
-// ShutdownTimeout.
+// Run handles events until ctx is cancelled. It pulls messages only for
+// free worker slots, as many as they take, so no message waits in a buffer
+// while its ack wait runs out; while a message is worked on, its ack wait
+// is restarted (InProgress) every third of it, up to StuckAfter. On
+// cancellation it stops taking messages at once (any that arrive are
+// handed back with Nak, for another worker at once) and lets started ones
+// finish within ShutdownTimeout; it returns within a second after that in
+// any case.
 func (r *Runner) Run(ctx context.Context) error {
-	iter, err := r.consumer.Messages(jetstream.PullMaxMessages(r.cfg.Concurrency * r.cfg.BatchSize))
-	if err != nil {
-		return fmt.Errorf("consume %s: %w", r.cfg.Consumer, err)
-	}
-	stop := context.AfterFunc(ctx, iter.Stop)
-	defer stop()
-
+	r.beat = r.heartbeatInterval(ctx)
 	// In-flight work outlives ctx so a shutdown finishes what it started.
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
+	// taking ends when no more messages are to be taken: ctx is cancelled,
+	// or the handlers are stuck (see handle).
+	taking, stopLoop := context.WithCancelCause(ctx)
+	defer stopLoop(nil)
+	r.stopLoop = stopLoop
 	slots := make(chan struct{}, r.cfg.Concurrency)
 	var wg sync.WaitGroup
 	var runErr error
-	for ctx.Err() == nil {
+loop:
+	for {
 		select {
 		case slots <- struct{}{}:
-		case <-ctx.Done():
-			continue
+		case <-taking.Done():
+			break loop
 		}
-		msg, err := iter.Next()
+		free := 1
+	more:
+		for free < r.cfg.Concurrency {
+			select {
+			case slots <- struct{}{}:
+				free++
+			default:
+				break more
+			}
+		}
+		msgs, err := pull(taking, r.consumer, free*r.cfg.BatchSize)
+		if taking.Err() != nil {
+			release(msgs)
+			for range free {
+				<-slots
+			}
+			break
+		}
 		if err != nil {
-			<-slots
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				if ctx.Err() == nil {
-					// Not asked to stop: the consumer was deleted or the
-					// connection closed for good. Fail loudly so the process
-					// exits and is restarted, rather than idle forever.
-					runErr = fmt.Errorf("consume %s: %w", r.cfg.Consumer, err)
-				}
+			for range free {
+				<-slots
+			}
+			if runErr = consumerGone(taking, r.consumer, r.cfg.Consumer, err); runErr != nil {
 				break
 			}
-			// Missed heartbeats and the like: the iterator recovers by itself.
 			r.log.Warn().Err(err).Msg("pull from consumer")
+			sleepCtx(taking, time.Second)
 			continue
 		}
-		batch := []jetstream.Msg{msg}
-		for len(batch) < r.cfg.BatchSize {
-			// Wait for more only while the consumer says more are pending:
-			// under load that fills batches, at low load it adds no latency.
-			wait := time.Duration(50 * time.Microsecond)
-			if meta, err := batch[len(batch)-1].Metadata(); err == nil && meta.NumPending > 0 {
-				wait = r.cfg.BatchWait
-			}
-			more, err := iter.Next(jetstream.NextMaxWait(wait))
-			if err != nil {
-				break // nothing more right now (or closed: the next Next says so)
-			}
-			batch = append(batch, more)
+		for len(msgs) > 0 {
+			batch := msgs[:min(len(msgs), r.cfg.BatchSize)]
+			msgs = msgs[len(batch):]
+			free--
+			wg.Add(1)
+			var once sync.Once
+			done := func() { once.Do(func() { <-slots; wg.Done() }) }
+			go r.handle(workCtx, batch, done)
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-slots }()
-			r.handle(workCtx, batch)
-		}()
+		for range free {
+			<-slots
+		}
 	}
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
+	if cause := context.Cause(taking); ctx.Err() == nil && errors.Is(cause, ErrHandlersStuck) {
+		runErr = fmt.Errorf("consume %s: %w", r.cfg.Consumer, cause)
+	}
+	finished := make(chan struct{})
+	go func() { wg.Wait(); close(finished) }()
+	timer := time.NewTimer(r.cfg.ShutdownTimeout)
+	defer timer.Stop()
 	select {
-	case <-done:
-	case <-time.After(r.cfg.ShutdownTimeout):
-		r.log.Warn().Msg("shutdown timeout: abandoning in-flight events, they will be redelivered")
+	case <-finished:
+	case <-timer.C:
+		r.log.Warn().Dur("shutdown_timeout", r.cfg.ShutdownTimeout).
+			Msg("shutdown timeout: abandoning in-flight events, they will be redelivered")
 		cancelWork()
-		<-done
+		select {
+		case <-finished:
+		case <-time.After(abandonGrace):
+			r.log.Error().Msg("shutdown timeout: handlers ignore their cancelled context; returning without them")
+		}
 	}
 	return runErr
+}
+
+// heartbeatInterval is a third of the consumer's ack wait, so a lost
+// heartbeat or two do not let it run out.
+func (r *Runner) heartbeatInterval(ctx context.Context) time.Duration {
+	ackWait := defaultAckWait
+	info := r.consumer.CachedInfo()
+	if info == nil {
+		ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		info, _ = r.consumer.Info(ictx)
+		cancel()
+	}
+	if info != nil && info.Config.AckWait > 0 {
+		ackWait = info.Config.AckWait
+	}
+	return max(ackWait/3, 10*time.Millisecond)
+}
+
+// keepAlive restarts the messages' ack wait every r.beat until stop is
+// called or ctx ends. A message already settled answers InProgress with
+// ErrMsgAlreadyAckd without a round trip.
+func (r *Runner) keepAlive(ctx context.Context, msgs []jetstream.Msg) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(r.beat)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				for _, m := range msgs {
+					_ = m.InProgress()
+				}
+			}
+		}
+	}()
+	var once sync.Once
+	return func() { once.Do(func() { cancel(); <-done }) }
 }
 
 // received is a message being handled, with what settling it needs.
@@ -231,7 +325,12 @@ type received struct {
 	log   zerolog.Logger
 }
 
-func (r *Runner) handle(ctx context.Context, msgs []jetstream.Msg) {
+// handle works on one batch and settles each message; done gives the
+// batch's slot back (at the end, or earlier if the handler is stuck).
+func (r *Runner) handle(ctx context.Context, msgs []jetstream.Msg, done func()) {
+	defer done()
+	stopBeat := r.keepAlive(ctx, msgs)
+	defer stopBeat()
 	var recs []received
 	var items []Item
 	for _, msg := range msgs {
@@ -241,10 +340,6 @@ func (r *Runner) handle(ctx context.Context, msgs []jetstream.Msg) {
 			r.log.Error().Err(err).Msg("message without JetStream metadata")
 			continue
 		}
-		// The message may have waited in the client's buffer; restart its ack
-		// wait so it cannot be redelivered to another worker while handled
-		// here (HandlerTimeout stays below the ack wait).
-		_ = msg.InProgress()
 		rec := received{msg: msg, meta: meta,
 			log: r.log.With().Uint64("stream_seq", meta.Sequence.Stream).Int("attempt", int(meta.NumDelivered)).Logger()}
 		event, err := Decode(msg.Subject(), msg.Data())
@@ -260,40 +355,69 @@ func (r *Runner) handle(ctx context.Context, msgs []jetstream.Msg) {
 	if len(items) == 0 {
 		return
 	}
-	hctx := ctx
+	result := make(chan []error, 1)
+	go func() { result <- r.apply(ctx, recs, items) }()
+	var errs []error
+	stuck := time.NewTimer(r.cfg.StuckAfter)
+	select {
+	case errs = <-result:
+		stuck.Stop()
+	case <-stuck.C:
+		// A handler that never returns must not hold its slot, nor its
+		// messages, for good: another worker gets them after the ack
+		// wait, and the handlers' idempotency covers the overlap.
+		started := time.Now().Add(-r.cfg.StuckAfter)
+		stopBeat()
+		n := r.stuck.Add(1)
+		for _, rec := range recs {
+			r.metrics.observe(r.cfg.Consumer, outcomeStuck)
+			rec.log.Error().Dur("running", r.cfg.StuckAfter).
+				Msg("handler stuck; giving its slot back, the event will be redelivered after the ack wait")
+		}
+		if int(n) > r.cfg.Concurrency {
+			r.stopLoop(ErrHandlersStuck)
+		}
+		done()
+		errs = <-result
+		r.stuck.Add(-1)
+		r.log.Warn().Dur("ran", time.Since(started)).Int("events", len(recs)).Msg("stuck handler returned")
+	}
+	for i, rec := range recs {
+		r.settle(ctx, rec, errs[i])
+	}
+}
+
+// apply runs the handler on a batch, each attempt under HandlerTimeout,
+// and returns one error per item. A panic is an error too: one poison
+// event must not take the batch, nor the worker, with it.
+func (r *Runner) apply(ctx context.Context, recs []received, items []Item) []error {
+	hctx := r.log.WithContext(ctx)
 	if len(recs) == 1 {
 		hctx = recs[0].log.WithContext(ctx)
-	} else {
-		hctx = r.log.WithContext(ctx)
 	}
 	hctx, cancel := context.WithTimeout(hctx, r.cfg.HandlerTimeout)
 	errs, panicked := r.callHandler(hctx, items)
 	cancel()
-	if panicked != nil && len(items) > 1 {
-		// One poison event must not take the batch with it: find it by
-		// handling the events one by one.
-		r.log.Error().Interface("panic", panicked).Msg("batch handler panicked; handling its events one by one")
-		errs = make([]error, len(items))
-		for i := range items {
-			ictx, cancel := context.WithTimeout(recs[i].log.WithContext(ctx), r.cfg.HandlerTimeout)
-			one, p := r.callHandler(ictx, items[i:i+1])
-			cancel()
-			if p != nil {
-				errs[i] = Permanent(fmt.Errorf("handler panicked: %v", p))
-			} else {
-				errs[i] = one[0]
-			}
-		}
-	} else if panicked != nil {
-		errs = []error{Permanent(fmt.Errorf("handler panicked: %v", panicked))}
+	if panicked == nil {
+		return errs
 	}
-	for i, rec := range recs {
-		var err error
-		if i < len(errs) {
-			err = errs[i]
-		}
-		r.settle(ctx, rec, err)
+	if len(items) == 1 {
+		return []error{Permanent(fmt.Errorf("handler panicked: %v", panicked))}
 	}
+	// Find the poison event by handling the events one by one.
+	r.log.Error().Interface("panic", panicked).Msg("batch handler panicked; handling its events one by one")
+	errs = make([]error, len(items))
+	for i := range items {
+		ictx, cancel := context.WithTimeout(recs[i].log.WithContext(ctx), r.cfg.HandlerTimeout)
+		one, p := r.callHandler(ictx, items[i:i+1])
+		cancel()
+		if p != nil {
+			errs[i] = Permanent(fmt.Errorf("handler panicked: %v", p))
+		} else {
+			errs[i] = one[0]
+		}
+	}
+	return errs
 }
 
 // settle acks, retries or dead-letters one message by its handler's error.
@@ -336,6 +460,13 @@ func (r *Runner) callHandler(ctx context.Context, items []Item) (errs []error, p
 	return errs, nil
 }
 
+// deadLetter records the dead letter, then terminates the message. Until
+// the dead letter is written the message stays alive: the write is retried
+// in process (the heartbeat keeps the message), and if the runner stops
+// first the message is handed back (Nak) for another worker, whose
+// handler reports the failure again (see Handler). On its last delivery
+// JetStream then publishes the max-deliveries advisory instead, which
+// WatchMaxDeliveries records from the advisory stream.
 func (r *Runner) deadLetter(ctx context.Context, log zerolog.Logger, msg jetstream.Msg, meta *jetstream.MsgMetadata, event Event, cause error) {
 	d := store.DeadLetter{
 		Consumer:       r.cfg.Consumer,
@@ -350,13 +481,15 @@ func (r *Runner) deadLetter(ctx context.Context, log zerolog.Logger, msg jetstre
 	if d.EventID == "" {
 		d.EventID = msg.Headers().Get(jetstream.MsgIDHeader)
 	}
-	if err := r.recordDeadLetter(ctx, log, msg, meta, d); err != nil {
-		// Past MaxDeliver JetStream would not redeliver a nak'ed message, so
-		// the event would be lost; before that, a retry later is safe.
+	if d.Payload == nil {
+		d.Payload = []byte{}
+	}
+	if err := r.recordDeadLetter(ctx, log, d); err != nil {
 		r.metrics.observe(r.cfg.Consumer, outcomeRetry)
-		log.Error().Err(err).Msg("record dead letter failed; will retry")
-		if nakErr := msg.NakWithDelay(r.cfg.RetryBase); nakErr != nil {
-			log.Warn().Err(nakErr).Msg("nak failed")
+		log.Error().Err(err).AnErr("cause", cause).
+			Msg("dead letter not recorded before the worker stopped; the event is handed back, not terminated")
+		if nakErr := msg.Nak(); nakErr != nil {
+			log.Warn().Err(nakErr).Msg("nak failed; the event will be redelivered after the ack wait")
 		}
 		return
 	}
@@ -367,23 +500,19 @@ func (r *Runner) deadLetter(ctx context.Context, log zerolog.Logger, msg jetstre
 	}
 }
 
-// recordDeadLetter stores the dead letter. On the last delivery there is no
-// later retry to fall back on, so it keeps trying (keeping the message
-// alive with InProgress) until it succeeds or the process stops.
-func (r *Runner) recordDeadLetter(ctx context.Context, log zerolog.Logger, msg jetstream.Msg, meta *jetstream.MsgMetadata, d store.DeadLetter) error {
+// recordDeadLetter stores the dead letter, retrying with backoff until it
+// succeeds or ctx ends (the shutdown timeout).
+func (r *Runner) recordDeadLetter(ctx context.Context, log zerolog.Logger, d store.DeadLetter) error {
 	wait := r.cfg.RetryBase
 	for {
-		err := r.deadLetters.InsertDeadLetter(ctx, d)
-		if err == nil || int(meta.NumDelivered) < r.cfg.MaxDeliver || ctx.Err() != nil {
+		wctx, cancel := context.WithTimeout(ctx, storeTimeout)
+		err := r.deadLetters.InsertDeadLetter(wctx, d)
+		cancel()
+		if err == nil || ctx.Err() != nil {
 			return err
 		}
-		log.Error().Err(err).Dur("retry_in", wait).Msg("record dead letter of the last attempt failed; retrying")
-		_ = msg.InProgress()
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(wait):
-		}
+		log.Error().Err(err).Dur("retry_in", wait).Msg("record dead letter failed; retrying, the event stays in progress")
+		sleepCtx(ctx, wait)
 		wait = min(2*wait, 30*time.Second)
 	}
 }

@@ -47,17 +47,31 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig)
 		Discard:     jetstream.DiscardOld,
 		AllowDirect: true,
 	}
+	stream, err := ensureStream(ctx, js, want)
+	if err != nil {
+		return nil, err
+	}
+	// Created with the events stream, by every process, so advisories are
+	// kept from the first consumer on, whether a worker runs or not.
+	if _, err := ensureStream(ctx, js, advisoryStreamConfig(want)); err != nil {
+		return nil, err
+	}
+	return stream, nil
+}
+
+// ensureStream creates the stream or updates its configuration to want.
+func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) (jetstream.Stream, error) {
 	// Every process calls this at start-up; an update when nothing changed
 	// is needless work on the server, and nats-server (v2.15) races a
 	// stream update against another process's consumer creation.
-	if stream, err := js.Stream(ctx, StreamName); err == nil {
+	if stream, err := js.Stream(ctx, want.Name); err == nil {
 		if info := stream.CachedInfo(); info != nil && sameStreamConfig(info.Config, want) {
 			return stream, nil
 		}
 	}
 	stream, err := js.CreateOrUpdateStream(ctx, want)
 	if err != nil {
-		return nil, fmt.Errorf("ensure stream %s: %w", StreamName, err)
+		return nil, fmt.Errorf("ensure stream %s: %w", want.Name, err)
 	}
 	return stream, nil
 }
