@@ -177,7 +177,10 @@ func (s *Stack) Do(t testing.TB, method, path string, body any, token string) Re
 		}
 		reader = bytes.NewReader(raw)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	// Requests that hash a secret queue for the hashing slots (GOMAXPROCS of
+	// them); under the race detector one argon2id hash costs ~200 ms, and a
+	// test sending dozens at once on a busy 2-core machine must not time out.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, s.Server.URL+path, reader)
 	if err != nil {
