@@ -136,7 +136,10 @@ func Open(ctx context.Context, cfg config.Config, log zerolog.Logger, opts Optio
 	if err != nil {
 		return nil, fmt.Errorf("connect to nats: %w", err)
 	}
-	a.JS, err = jetstream.New(a.NATS)
+	// Without an async publish timeout the client keeps a lost PubAck's
+	// future pending forever; with it, the future fails and its slot in the
+	// client's pending window is freed.
+	a.JS, err = jetstream.New(a.NATS, jetstream.WithPublishAsyncTimeout(events.DefaultAckTimeout))
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
