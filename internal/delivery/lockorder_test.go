@@ -136,6 +136,7 @@ func TestNoDeadlockBetweenRolesOnTheSameUsers(t *testing.T) {
 	if len(sent) == 0 {
 		t.Fatal("no email sent")
 	}
+	t.Logf("%d emails sent", len(sent))
 	for id, n := range sent {
 		if n != 1 {
 			t.Errorf("delivery %s sent %d times", id, n)

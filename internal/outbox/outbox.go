@@ -28,6 +28,9 @@ const (
 	// deleteTimeout bounds the delete of acknowledged rows; a row not
 	// deleted is only published once more.
 	deleteTimeout = 5 * time.Second
+	// batchTimeout bounds one relay transaction, acknowledgements included,
+	// and the prune: the relay never waits on the network for longer.
+	batchTimeout = 30 * time.Second
 )
 
 // Outbox queues and publishes events.
@@ -145,7 +148,10 @@ func (o *Outbox) Relay(ctx context.Context, interval, grace time.Duration) error
 		}
 		if time.Since(lastPrune) > time.Hour {
 			lastPrune = time.Now()
-			if _, err := o.store.PruneOutbox(ctx, time.Now().Add(-24*time.Hour)); err != nil {
+			pctx, cancel := context.WithTimeout(ctx, batchTimeout)
+			_, err := o.store.PruneOutbox(pctx, time.Now().Add(-24*time.Hour))
+			cancel()
+			if err != nil {
 				o.log.Warn().Err(err).Msg("prune outbox")
 			}
 		}
@@ -172,6 +178,8 @@ func (o *Outbox) RelayOnce(ctx context.Context, olderThan time.Time) (int, error
 // relayBatch publishes one batch of stale events in one transaction, which
 // holds their rows (others skip them) while the acknowledgements come.
 func (o *Outbox) relayBatch(ctx context.Context, olderThan time.Time) (handled int, full bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, batchTimeout)
+	defer cancel()
 	err = o.store.InTx(ctx, func(tx pgx.Tx) error {
 		handled, full = 0, false
 		rows, err := o.store.ClaimStaleOutbox(ctx, tx, olderThan, relayBatch)
