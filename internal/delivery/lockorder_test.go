@@ -4,6 +4,7 @@ import (
 	"context"
 	"math/rand/v2"
 	"regexp"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -129,8 +130,8 @@ func TestNoDeadlockBetweenRolesOnTheSameUsers(t *testing.T) {
 	if n := deadlocks() - before; n != 0 {
 		t.Errorf("PostgreSQL broke %d deadlocks", n)
 	}
-	if s.Logs.Contains("40P01") {
-		t.Errorf("a worker logged a deadlock (SQLSTATE 40P01):\n%s", s.Logs.String())
+	if n := strings.Count(s.Logs.String(), "40P01"); n > 0 {
+		t.Errorf("%d log lines report a deadlock (SQLSTATE 40P01)", n)
 	}
 	sent := sentPerDelivery(t, s.SMTP.Messages())
 	if len(sent) == 0 {
