@@ -178,8 +178,10 @@ func (m *Mailer) Handle(ctx context.Context, items []events.Item) []error {
 		})
 	}
 	wg.Wait()
-	m.record(ctx, outcomes)
+	// Recording ends the claims; a renewal racing with it would take the
+	// rows it finds recorded (or locked by the record) for taken over.
 	stopKeeping()
+	m.record(ctx, outcomes)
 	return errs
 }
 
@@ -363,8 +365,8 @@ func (m *Mailer) renew(ctx context.Context, l *lease) error {
 
 // keep renews the batch's lease every quarter of ClaimLease until the
 // returned function is called: while the batch's sends wait for
-// connections and its outcomes for their record, its deliveries stay its
-// own.
+// connections, and its early sends' outcomes wait for the last send, its
+// deliveries stay its own.
 func (m *Mailer) keep(ctx context.Context, l *lease) (stop func()) {
 	done := make(chan struct{})
 	stopped := make(chan struct{})
