@@ -18,28 +18,63 @@ WHERE user_id = @user_id
 ORDER BY created_at DESC, id
 LIMIT @max_rows;
 
+-- Locks, in id order, the users of deliveries about to be claimed: the first
+-- step of the mailer's claim, which then mints tokens. Every role that
+-- changes a user's credentials locks the user's row first and in id order
+-- (store.LockUser, LockUsersWithDomain), then touches tokens, sessions or
+-- deliveries, so no two of them can deadlock. Users that are gone are not
+-- returned.
+-- name: LockUsersOfDeliveries :many
+SELECT sqlc.embed(u), dom.name AS domain_name
+FROM users u JOIN domains dom ON dom.id = u.domain_id
+WHERE u.id IN (SELECT md.user_id FROM mail_deliveries md WHERE md.id = ANY(@ids::uuid[]))
+ORDER BY u.id
+FOR NO KEY UPDATE OF u;
+
 -- Claims deliveries for one attempt each: queued ones, or ones left
--- "sending" by a worker that died (claimed before stale_before); and reads
--- their users in the same round trip. Deliveries being sent, finished or
--- unknown are not returned.
+-- "sending" by a worker whose claim lease ran out (updated before
+-- stale_before). A delivery whose user is among user_ids (the users locked
+-- by LockUsersOfDeliveries) becomes sending; one whose user is gone ends
+-- skipped, with that reason. Every row changed is returned; deliveries
+-- being sent, finished or unknown are neither changed nor returned.
 -- name: ClaimDeliveries :many
 WITH d AS (
-    UPDATE mail_deliveries SET status = 'sending', attempts = attempts + 1, updated_at = @now::timestamptz
-    WHERE mail_deliveries.id = ANY(@ids::uuid[])
-      AND (mail_deliveries.status = 'queued' OR (mail_deliveries.status = 'sending' AND mail_deliveries.updated_at < @stale_before::timestamptz))
-    RETURNING *
+    UPDATE mail_deliveries md
+    SET status = CASE WHEN md.user_id = ANY(@user_ids::uuid[]) THEN 'sending' ELSE 'skipped' END,
+        attempts = CASE WHEN md.user_id = ANY(@user_ids::uuid[]) THEN md.attempts + 1 ELSE md.attempts END,
+        last_error = CASE WHEN md.user_id = ANY(@user_ids::uuid[]) THEN md.last_error ELSE 'the account no longer exists' END,
+        updated_at = @now::timestamptz
+    WHERE md.id = ANY(@ids::uuid[])
+      AND (md.status = 'queued' OR (md.status = 'sending' AND md.updated_at < @stale_before::timestamptz))
+    RETURNING md.id, md.user_id, md.status, md.template, md.locale, md.recipient, md.attempts, md.token_purpose,
+              md.token_ttl_seconds, md.created_at
 )
-SELECT d.id, d.user_id, d.template, d.locale, d.recipient, d.attempts, d.token_purpose, d.token_ttl_seconds, d.created_at,
+SELECT d.id, d.user_id, d.status, d.template, d.locale, d.recipient, d.attempts, d.token_purpose, d.token_ttl_seconds,
+       d.created_at,
        -- Only the newest link of a user is valid: handled out of order, an
        -- older email must not revoke the link of a newer one.
        (d.token_purpose IS NOT NULL AND EXISTS (
            SELECT 1 FROM mail_deliveries n
            WHERE n.user_id = d.user_id AND n.token_purpose = d.token_purpose AND n.created_at > d.created_at
-             AND n.status IN ('queued', 'sending', 'sent'))) AS superseded,
-       sqlc.embed(u), dom.name AS domain_name
-FROM d
-JOIN users u ON u.id = d.user_id
-JOIN domains dom ON dom.id = u.domain_id;
+             AND n.status IN ('queued', 'sending', 'sent')))::boolean AS superseded
+FROM d;
+
+-- Moves on the claim lease of deliveries a worker still holds (sending,
+-- with the attempt it claimed) and returns those. A row another
+-- transaction has locked is being claimed by another worker, whose lease
+-- check found it stale: it is skipped, not waited for, and so no longer
+-- this worker's to send.
+-- name: RenewClaims :many
+WITH mine AS (
+    SELECT md.id FROM mail_deliveries md
+    JOIN (SELECT unnest(@ids::uuid[]) AS id, unnest(@attempts::integer[]) AS attempts) x ON x.id = md.id
+    WHERE md.id = ANY(@ids::uuid[]) AND md.status = 'sending' AND md.attempts = x.attempts
+    FOR NO KEY UPDATE OF md SKIP LOCKED
+)
+UPDATE mail_deliveries md SET updated_at = @now::timestamptz
+FROM mine
+WHERE md.id = mine.id
+RETURNING md.id;
 
 -- name: DeliveriesByKeys :many
 SELECT md.idempotency_key, md.id, md.status FROM mail_deliveries md WHERE md.idempotency_key = ANY(@keys::text[]);
@@ -61,24 +96,36 @@ FROM (
 ) x
 RETURNING id, idempotency_key;
 
--- Records a batch's outcomes, each fenced like FinishDeliveryAudited, with
--- an audit event for those given an audit kind ('' for none).
--- name: FinishDeliveries :exec
+-- Records a batch's outcomes, each fenced by the attempt that claimed it
+-- (a worker whose claim was taken over writes nothing), with an audit event
+-- for those given an audit kind ('' for none) and an outcome event in the
+-- outbox for those given an event id ('' for none). Returns the ids of the
+-- deliveries recorded.
+-- name: FinishDeliveries :many
 WITH x AS (
     SELECT unnest(@ids::uuid[]) AS id, unnest(@attempts::integer[]) AS attempts, unnest(@statuses::text[]) AS status,
            unnest(@last_errors::text[]) AS last_error, unnest(@message_ids::text[]) AS message_id,
-           unnest(@audit_kinds::text[]) AS audit_kind, unnest(@domain_ids::uuid[]) AS domain_id
+           unnest(@audit_kinds::text[]) AS audit_kind, unnest(@domain_ids::uuid[]) AS domain_id,
+           unnest(@event_ids::text[]) AS event_id, unnest(@event_subjects::text[]) AS event_subject,
+           unnest(@event_payloads::bytea[]) AS event_payload
 ), f AS (
     UPDATE mail_deliveries md
     SET status = x.status, last_error = x.last_error, smtp_message_id = x.message_id, updated_at = @now::timestamptz,
         sent_at = CASE WHEN x.status = 'sent' THEN @now::timestamptz ELSE md.sent_at END
     FROM x
     WHERE md.id = x.id AND md.status = 'sending' AND md.attempts = x.attempts
-    RETURNING md.id, md.user_id, md.template, md.attempts, x.audit_kind, x.domain_id, x.last_error
+    RETURNING md.id, md.user_id, md.template, md.attempts, x.audit_kind, x.domain_id, x.last_error, x.event_id,
+              x.event_subject, x.event_payload
+), audited AS (
+    INSERT INTO audit_events (kind, user_id, domain_id, actor_kind, detail)
+    SELECT f.audit_kind, f.user_id, NULLIF(f.domain_id, '00000000-0000-0000-0000-000000000000'::uuid), 'system',
+           jsonb_strip_nulls(jsonb_build_object('delivery_id', f.id, 'template', f.template, 'attempts', f.attempts,
+                                                'error', NULLIF(f.last_error, '')))
+    FROM f
+    WHERE f.audit_kind <> ''
+), queued AS (
+    INSERT INTO outbox (event_id, subject, payload)
+    SELECT f.event_id, f.event_subject, f.event_payload FROM f WHERE f.event_id <> ''
+    ON CONFLICT (event_id) DO NOTHING
 )
-INSERT INTO audit_events (kind, user_id, domain_id, actor_kind, detail)
-SELECT f.audit_kind, f.user_id, NULLIF(f.domain_id, '00000000-0000-0000-0000-000000000000'::uuid), 'system',
-       jsonb_strip_nulls(jsonb_build_object('delivery_id', f.id, 'template', f.template, 'attempts', f.attempts,
-                                            'error', NULLIF(f.last_error, '')))
-FROM f
-WHERE f.audit_kind <> '';
+SELECT f.id FROM f;

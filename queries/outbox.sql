@@ -16,3 +16,8 @@ FOR UPDATE SKIP LOCKED;
 
 -- name: PruneOutbox :execrows
 DELETE FROM outbox WHERE published_at < @before;
+
+-- An event the stream acknowledged is deleted: the stream holds it now, and
+-- the table holds only what is waiting to be published.
+-- name: DeleteOutbox :exec
+DELETE FROM outbox WHERE event_id = ANY(@event_ids::text[]);

@@ -32,6 +32,8 @@ INSERT INTO tokens (user_id, purpose, token_hash, created_at, expires_at, delive
 SELECT unnest(@user_ids::uuid[]), unnest(@purposes::text[]), unnest(@hashes::bytea[]), @now::timestamptz,
        unnest(@expires_at::timestamptz[]), unnest(@delivery_ids::uuid[]);
 
+-- Revokes the links of deliveries that failed. The caller holds the
+-- deliveries' users' row locks (the one lock order: users, then tokens).
 -- Spelled with coalesce so the planner cannot match the partial
 -- tokens_live_key: when its statistics say few tokens are live it would read
 -- that whole index rather than look the deliveries up in tokens_delivery_idx.

@@ -156,12 +156,17 @@ SELECT EXISTS (SELECT 1 FROM users WHERE right(lower(login_name), char_length(@d
 SELECT EXISTS (SELECT 1 FROM users WHERE lower(email) = lower(@email) AND domain_id <> @domain_id);
 
 -- Locks a batch's users in id order, so concurrent batches cannot deadlock.
+-- FOR NO KEY UPDATE, like LockUser: it serialises every change of these
+-- users, but not the key-share locks that inserting a row which references
+-- a user takes (a token, an audit event, a delivery); FOR UPDATE blocked
+-- those, and the mailer's inserts, taking them in any order, deadlocked
+-- with it.
 -- name: LockUsersWithDomain :many
 SELECT sqlc.embed(u), d.name AS domain_name
 FROM users u JOIN domains d ON d.id = u.domain_id
 WHERE u.id = ANY(@ids::uuid[])
 ORDER BY u.id
-FOR UPDATE OF u;
+FOR NO KEY UPDATE OF u;
 
 -- name: UnlockUsers :many
 UPDATE users SET failed_logins = 0, locked_until = NULL, failed_login_at = NULL, updated_at = @now::timestamptz

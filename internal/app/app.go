@@ -136,7 +136,10 @@ func Open(ctx context.Context, cfg config.Config, log zerolog.Logger, opts Optio
 	if err != nil {
 		return nil, fmt.Errorf("connect to nats: %w", err)
 	}
-	a.JS, err = jetstream.New(a.NATS)
+	// Without an async publish timeout the client keeps a lost PubAck's
+	// future pending forever; with it, the future fails and its slot in the
+	// client's pending window is freed.
+	a.JS, err = jetstream.New(a.NATS, jetstream.WithPublishAsyncTimeout(events.DefaultAckTimeout))
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
@@ -316,9 +319,12 @@ func (a *App) Serve(ctx context.Context, addr string, h http.Handler, ready func
 // Handlers are the production event handlers of every role. The mailer's
 // SMTP connections open on first use.
 func (a *App) Handlers() (Handlers, error) {
+	// One SMTP exchange takes at most smtpTimeout plus the sender's second
+	// of grace; the mailer's claim lease must cover that.
+	const smtpTimeout = 15 * time.Second
 	if a.sender == nil {
 		var err error
-		a.sender, err = mailer.New(mailer.Config{URL: a.Config.SMTPURL, Pool: a.Config.SMTPPool}, a.Log)
+		a.sender, err = mailer.New(mailer.Config{URL: a.Config.SMTPURL, Pool: a.Config.SMTPPool, Timeout: smtpTimeout}, a.Log)
 		if err != nil {
 			return nil, err
 		}
@@ -327,8 +333,9 @@ func (a *App) Handlers() (Handlers, error) {
 		PublicBaseURL: a.Config.PublicBaseURL, FromName: a.Config.MailFromName, FromAddress: a.Config.MailFromAddress,
 		MaxAttempts: a.Config.EventMaxDeliver,
 		ClaimLease:  2*a.Config.EventAckWait + time.Minute,
+		SendTimeout: smtpTimeout + time.Second,
 		Concurrency: a.Config.SMTPPool,
-	}, a.Store, a.sender, a.catalog, a.publisher, a.now)
+	}, a.Store, a.sender, a.catalog, a.outbox, a.now)
 	return Handlers{
 		events.TypeResetRequested:  a.recovery.HandleResetRequested,
 		events.TypeMailRequested:   m.Handle,

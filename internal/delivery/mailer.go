@@ -17,6 +17,7 @@ import (
 	"github.com/latchkey/latchkey/internal/events"
 	"github.com/latchkey/latchkey/internal/mailer"
 	"github.com/latchkey/latchkey/internal/mailtmpl"
+	"github.com/latchkey/latchkey/internal/outbox"
 	"github.com/latchkey/latchkey/internal/store"
 )
 
@@ -33,29 +34,51 @@ type MailerConfig struct {
 	// MaxAttempts is the consumer's MaxDeliver: the attempt that reaches it
 	// marks the delivery failed.
 	MaxAttempts int
-	// Concurrency is how many emails of a batch are sent at once: the SMTP
-	// pool's size.
+	// Concurrency is how many emails this mailer sends at once, across all
+	// its batches: the SMTP pool's size, so that a send never queues inside
+	// the sender after its claim lease was checked.
 	Concurrency int
 	// ClaimLease is how long a claimed delivery belongs to the worker that
 	// claimed it. A redelivered event finding it younger waits; older, its
-	// worker is taken to have died and the delivery is claimed again. Keep
-	// it above the consumer's ack wait plus the SMTP timeout.
+	// worker is taken to have died and the delivery is claimed again. The
+	// worker renews the lease of the deliveries its batch still holds before
+	// a send that starts in the second half of it, and starts a send only
+	// with at least SendTimeout of lease left. At least 4 × SendTimeout.
 	ClaimLease time.Duration
+	// SendTimeout is the longest one Send can take once it has a connection
+	// (the sender's timeout and grace). Default 16s.
+	SendTimeout time.Duration
+}
+
+func (c *MailerConfig) fill() {
+	if c.Concurrency < 1 {
+		c.Concurrency = 1
+	}
+	if c.SendTimeout <= 0 {
+		c.SendTimeout = 16 * time.Second
+	}
+	c.ClaimLease = max(c.ClaimLease, 4*c.SendTimeout)
 }
 
 // Mailer is the mailer worker's handler of mail.requested.
 type Mailer struct {
-	cfg       MailerConfig
-	store     *store.Store
-	sender    Sender
-	catalog   *mailtmpl.Catalog
-	publisher *events.Publisher
-	now       func() time.Time
+	cfg     MailerConfig
+	store   *store.Store
+	sender  Sender
+	catalog *mailtmpl.Catalog
+	outbox  *outbox.Outbox
+	now     func() time.Time
+	// sending holds one token per send in flight, across batches.
+	sending chan struct{}
 }
 
-// NewMailer builds the handler.
-func NewMailer(cfg MailerConfig, st *store.Store, sender Sender, catalog *mailtmpl.Catalog, pub *events.Publisher, now func() time.Time) *Mailer {
-	return &Mailer{cfg: cfg, store: st, sender: sender, catalog: catalog, publisher: pub, now: now}
+// NewMailer builds the handler. Outcome events (mail.delivered,
+// mail.failed) are queued in ob's table with the outcome and handed to ob's
+// relay, which must run in the same process (app.RunWorkers starts it).
+func NewMailer(cfg MailerConfig, st *store.Store, sender Sender, catalog *mailtmpl.Catalog, ob *outbox.Outbox, now func() time.Time) *Mailer {
+	cfg.fill()
+	return &Mailer{cfg: cfg, store: st, sender: sender, catalog: catalog, outbox: ob, now: now,
+		sending: make(chan struct{}, cfg.Concurrency)}
 }
 
 // MailOutcome is the data of mail.delivered and mail.failed.
@@ -70,14 +93,18 @@ type MailOutcome struct {
 // Handle sends a batch of deliveries. The delivery rows are the
 // idempotency record: a delivery already sent or failed is not sent again,
 // however often its event is redelivered, and one being sent is left to the
-// worker sending it. The links' tokens are minted here, at send time, in the
-// one transaction that claims the batch: a token exists in clear only in
-// this process's memory and in its email, and a retry mints a fresh one
-// (which revokes the unsent one). The emails then go out concurrently, as
-// many at once as the SMTP pool has connections.
+// worker sending it. A delivery named twice in the batch is claimed and
+// sent once; the second copy is done with it. The links' tokens are minted
+// here, at send time, in the one transaction that claims the batch: a token
+// exists in clear only in this process's memory and in its email, and a
+// retry mints a fresh one (which revokes the unsent one). The emails then go
+// out concurrently, as many at once as the SMTP pool has connections, each
+// under a claim lease that covers it (see MailerConfig.ClaimLease). A send
+// not started when ctx ends is not started: its delivery is queued again.
 func (m *Mailer) Handle(ctx context.Context, items []events.Item) []error {
 	errs := make([]error, len(items))
-	deliveryIDs := make([]uuid.UUID, len(items)) // per item
+	deliveryIDs := make([]uuid.UUID, len(items)) // per item; uuid.Nil for none
+	seen := make(map[uuid.UUID]bool, len(items))
 	ids := make([]uuid.UUID, 0, len(items))
 	for i, it := range items {
 		var req MailRequested
@@ -89,36 +116,71 @@ func (m *Mailer) Handle(ctx context.Context, items []events.Item) []error {
 			errs[i] = events.Permanent(errors.New("mail.requested without delivery_id"))
 			continue
 		}
+		if seen[req.DeliveryID] {
+			// Another copy of this request is in the batch (a re-publish
+			// after the de-duplication window, or a redelivered message):
+			// that one carries the delivery and its outcome.
+			zerolog.Ctx(ctx).Debug().Str("delivery_id", req.DeliveryID.String()).Str("event_id", it.Event.ID).
+				Msg("delivery requested twice in one batch; handled once")
+			continue
+		}
+		seen[req.DeliveryID] = true
 		deliveryIDs[i] = req.DeliveryID
 		ids = append(ids, req.DeliveryID)
 	}
-	claims, err := m.claim(ctx, ids)
-	slots := make(chan struct{}, max(1, m.cfg.Concurrency))
+	claimedAt := m.now()
+	claims, err := m.claim(ctx, ids, claimedAt)
+	lease := newLease(claimedAt.Add(m.cfg.ClaimLease), claims)
+	stopKeeping := m.keep(ctx, lease)
 	outcomes := make([]*outcome, len(items))
 	var wg sync.WaitGroup
 	for i, it := range items {
-		if errs[i] != nil {
+		id := deliveryIDs[i]
+		if errs[i] != nil || id == uuid.Nil {
 			continue
 		}
 		if err != nil {
 			errs[i] = err
 			continue
 		}
-		id := deliveryIDs[i]
 		c, ok := claims[id]
-		slots <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-slots }()
-			if !ok {
-				errs[i] = m.notClaimed(ctx, id)
-				return
+		switch {
+		case !ok:
+			wg.Go(func() { errs[i] = m.notClaimed(ctx, id) })
+			continue
+		case c.Gone:
+			zerolog.Ctx(ctx).Info().Str("delivery_id", id.String()).Str("reason", c.Delivery.LastError).Msg("delivery skipped")
+			continue
+		case c.skip != "":
+			outcomes[i] = m.skipped(ctx, c)
+			continue
+		}
+		// Sends start in batch order, each once it has an SMTP connection
+		// of its own; none starts once ctx has ended.
+		acquired := false
+		if ctx.Err() == nil {
+			select {
+			case m.sending <- struct{}{}:
+				acquired = true
+			case <-ctx.Done():
 			}
-			outcomes[i], errs[i] = m.deliver(ctx, it.Attempt, c)
-		}()
+		}
+		if !acquired || ctx.Err() != nil {
+			if acquired {
+				<-m.sending
+			}
+			outcomes[i], errs[i] = notSent(c, context.Cause(ctx))
+			continue
+		}
+		wg.Go(func() {
+			defer func() { <-m.sending }()
+			outcomes[i], errs[i] = m.deliver(ctx, it.Attempt, c, lease)
+		})
 	}
 	wg.Wait()
+	// Recording ends the claims; a renewal racing with it would take the
+	// rows it finds recorded (or locked by the record) for taken over.
+	stopKeeping()
 	m.record(ctx, outcomes)
 	return errs
 }
@@ -130,21 +192,20 @@ type outcome struct {
 	event    string // mail.delivered or mail.failed; "" for none
 }
 
-// record writes a batch's outcomes in one statement, revokes the links of
-// failed deliveries and publishes the outcome events. After SMTP 250s,
-// recording them is what stops a later request for the same delivery from
-// sending it again, so the write is retried for the whole claim lease.
+// record writes a batch's outcomes, their audit and outcome events in one
+// statement, revokes the links of failed deliveries and hands the outcome
+// events to the outbox relay. After SMTP 250s, recording them is what stops
+// a later request for the same delivery from sending it again, so the write
+// is retried for the whole claim lease. Outcome events never hold up
+// sending: they are in the outbox with the outcome, and published by the
+// relay, now or once the stream acknowledges again.
 func (m *Mailer) record(ctx context.Context, outcomes []*outcome) {
+	log := zerolog.Ctx(ctx)
 	var rows []store.Outcome
-	var failed []uuid.UUID
-	var evs []events.Event
+	evs := map[uuid.UUID]events.Event{}
 	for _, o := range outcomes {
 		if o == nil {
 			continue
-		}
-		rows = append(rows, o.Outcome)
-		if o.Status == "failed" {
-			failed = append(failed, o.ID)
 		}
 		if o.event != "" {
 			d := o.delivery
@@ -152,43 +213,72 @@ func (m *Mailer) record(ctx context.Context, outcomes []*outcome) {
 				MailOutcome{DeliveryID: d.ID, UserID: d.UserID, Template: d.Template, Attempts: d.Attempts, Error: o.LastError}, m.now())
 			if err == nil {
 				e.ID = o.event + ":" + d.ID.String()
-				evs = append(evs, e)
+				var row store.OutboxEvent
+				if row, err = outbox.Encode(e); err == nil {
+					o.Event = &row
+					evs[d.ID] = e
+				}
+			}
+			if err != nil {
+				log.Error().Err(err).Str("delivery_id", d.ID.String()).Msg("mail outcome event not queued")
 			}
 		}
+		rows = append(rows, o.Outcome)
 	}
-	log := zerolog.Ctx(ctx)
-	if err := m.persist(ctx, func(ctx context.Context) error { return m.store.FinishDeliveries(ctx, rows, m.now()) }); err != nil {
+	var recorded map[uuid.UUID]bool
+	err := m.persist(ctx, func(ctx context.Context) error {
+		var err error
+		recorded, err = m.store.FinishDeliveries(ctx, rows, m.now())
+		return err
+	})
+	if err != nil {
 		log.Error().Err(err).Int("deliveries", len(rows)).
 			Msg("outcomes not recorded for the whole claim lease; a later request for a sent delivery may send it again")
 		return
 	}
-	if err := m.store.RevokeTokensOfDeliveries(context.WithoutCancel(ctx), failed, m.now()); err != nil {
-		log.Warn().Err(err).Msg("revoke links of failed deliveries")
-	}
-	// Outcome events inform; the delivery rows are the record.
-	for i, err := range m.publisher.PublishAll(context.WithoutCancel(ctx), evs) {
-		if err != nil {
-			log.Warn().Err(err).Str("event_id", evs[i].ID).Msg("publish mail outcome")
+	var failed []uuid.UUID
+	var owners []uuid.UUID
+	var publish []events.Event
+	for _, o := range outcomes {
+		if o == nil || !recorded[o.ID] {
+			continue
+		}
+		if o.Status == "failed" {
+			failed = append(failed, o.ID)
+			if o.delivery.UserID != nil {
+				owners = append(owners, *o.delivery.UserID)
+			}
+		}
+		if e, ok := evs[o.ID]; ok {
+			publish = append(publish, e)
 		}
 	}
-}
-
-// claim is one claim for the batch.
-type claim struct {
-	store.Claimed
-	token string
-	skip  string
+	if len(failed) > 0 {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		err := m.store.InTx(rctx, func(tx pgx.Tx) error {
+			// Users first, then their tokens: the one lock order.
+			if _, err := m.store.LockUsersWithDomain(rctx, tx, owners); err != nil {
+				return err
+			}
+			return m.store.RevokeTokensOfDeliveries(rctx, tx, failed, m.now())
+		})
+		cancel()
+		if err != nil {
+			log.Warn().Err(err).Msg("revoke links of failed deliveries")
+		}
+	}
+	m.outbox.Dispatch(publish...)
 }
 
 // claim claims the deliveries and mints their links' tokens in one
 // transaction.
-func (m *Mailer) claim(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]claim, error) {
+func (m *Mailer) claim(ctx context.Context, ids []uuid.UUID, now time.Time) (map[uuid.UUID]claim, error) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
-	now := m.now()
-	out := map[uuid.UUID]claim{}
+	var out map[uuid.UUID]claim
 	err := m.store.InTx(ctx, func(tx pgx.Tx) error {
+		out = map[uuid.UUID]claim{} // afresh if the transaction is run again
 		claimed, err := m.store.ClaimDeliveries(ctx, tx, ids, now, now.Add(-m.cfg.ClaimLease))
 		if err != nil {
 			return err
@@ -198,6 +288,7 @@ func (m *Mailer) claim(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]clai
 			cl := claim{Claimed: c}
 			d := c.Delivery
 			switch {
+			case c.Gone:
 			case c.Superseded:
 				cl.skip = "a newer email of the same kind was requested"
 			case c.User.Status != "active":
@@ -218,16 +309,128 @@ func (m *Mailer) claim(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]clai
 	return out, err
 }
 
-// deliver sends one claimed delivery and says what to record.
-func (m *Mailer) deliver(ctx context.Context, attempt int, c claim) (*outcome, error) {
+// claim is one claim for the batch.
+type claim struct {
+	store.Claimed
+	token string
+	skip  string
+}
+
+// lease is the claim lease of a batch's deliveries: until when, by the
+// mailer's clock, they are this worker's, and which of them still are.
+type lease struct {
+	mu    sync.Mutex
+	until time.Time
+	held  map[uuid.UUID]int // delivery → the attempt that claimed it
+}
+
+func newLease(until time.Time, claims map[uuid.UUID]claim) *lease {
+	l := &lease{until: until, held: map[uuid.UUID]int{}}
+	for id, c := range claims {
+		if !c.Gone {
+			l.held[id] = c.Delivery.Attempts
+		}
+	}
+	return l
+}
+
+// renew moves the lease on for every delivery the batch still holds, sent
+// or not (their outcomes are recorded together at the end), in one
+// statement; one that another worker has claimed meanwhile is no longer
+// held. The caller holds l.mu.
+func (m *Mailer) renew(ctx context.Context, l *lease) error {
+	if len(l.held) == 0 {
+		return nil
+	}
+	claims := make([]store.Claim, 0, len(l.held))
+	for d, attempt := range l.held {
+		claims = append(claims, store.Claim{ID: d, Attempt: attempt})
+	}
+	now := m.now()
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	renewed, err := m.store.RenewClaims(rctx, claims, now)
+	if err != nil {
+		return err
+	}
+	for d := range l.held {
+		if !renewed[d] {
+			zerolog.Ctx(ctx).Warn().Str("delivery_id", d.String()).Msg("claim taken over by another worker")
+			delete(l.held, d)
+		}
+	}
+	l.until = now.Add(m.cfg.ClaimLease)
+	return nil
+}
+
+// keep renews the batch's lease every quarter of ClaimLease until the
+// returned function is called: while the batch's sends wait for
+// connections, and its early sends' outcomes wait for the last send, its
+// deliveries stay its own.
+func (m *Mailer) keep(ctx context.Context, l *lease) (stop func()) {
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(m.cfg.ClaimLease / 4)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			l.mu.Lock()
+			if err := m.renew(ctx, l); err != nil {
+				zerolog.Ctx(ctx).Warn().Err(err).Msg("renew claim lease")
+			}
+			l.mu.Unlock()
+		}
+	}()
+	return func() { close(done); <-stopped }
+}
+
+// cover reports whether the delivery is still this worker's with at least
+// SendTimeout of lease left, so that the send it is about to start ends
+// before anyone else may claim it. In the lease's second half it renews
+// first.
+func (m *Mailer) cover(ctx context.Context, l *lease, id uuid.UUID) (bool, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, ok := l.held[id]; !ok {
+		return false, nil
+	}
+	if l.until.Sub(m.now()) < m.cfg.ClaimLease/2 {
+		if err := m.renew(ctx, l); err != nil && l.until.Sub(m.now()) < m.cfg.SendTimeout {
+			return false, err
+		}
+	}
+	_, ok := l.held[id]
+	return ok && l.until.Sub(m.now()) >= m.cfg.SendTimeout, nil
+}
+
+// skipped is the outcome of a claimed delivery not to send.
+func (m *Mailer) skipped(ctx context.Context, c claim) *outcome {
+	d := c.Delivery
+	zerolog.Ctx(ctx).Info().Str("delivery_id", d.ID.String()).Str("reason", c.skip).Msg("delivery skipped")
+	return &outcome{Outcome: store.Outcome{ID: d.ID, Attempt: d.Attempts, Status: "skipped", LastError: c.skip}, delivery: d}
+}
+
+// notSent is the outcome of a claimed delivery whose send did not start:
+// queued again, for a later attempt.
+func notSent(c claim, cause error) (*outcome, error) {
+	d := c.Delivery
+	return &outcome{Outcome: store.Outcome{ID: d.ID, Attempt: d.Attempts, Status: "queued", LastError: cause.Error()}, delivery: d},
+		fmt.Errorf("delivery %s not sent: %w", d.ID, cause)
+}
+
+// deliver sends one claimed delivery, holding an SMTP connection slot, and
+// says what to record (nil: nothing, the delivery is no longer this
+// worker's).
+func (m *Mailer) deliver(ctx context.Context, attempt int, c claim, l *lease) (*outcome, error) {
 	d, u := c.Delivery, c.User
 	o := &outcome{Outcome: store.Outcome{ID: d.ID, Attempt: d.Attempts}, delivery: d}
 	log := zerolog.Ctx(ctx).With().Str("delivery_id", d.ID.String()).Int("attempt", attempt).Logger()
-	if c.skip != "" {
-		log.Info().Str("reason", c.skip).Msg("delivery skipped")
-		o.Status, o.LastError = "skipped", c.skip
-		return o, nil
-	}
 	failed := func(cause error) (*outcome, error) {
 		o.Status, o.LastError, o.AuditKind, o.DomainID, o.event = "failed", cause.Error(), audit.MailFailed, &u.DomainID, events.TypeMailFailed
 		return o, cause
@@ -236,9 +439,17 @@ func (m *Mailer) deliver(ctx context.Context, attempt int, c claim) (*outcome, e
 	if err != nil {
 		return failed(events.Permanent(err))
 	}
+	ok, err := m.cover(ctx, l, d.ID)
+	if err != nil {
+		return notSent(c, fmt.Errorf("renew the claim lease: %w", err))
+	}
+	if !ok {
+		log.Warn().Msg("claim taken over by another worker before the send; not sending")
+		return nil, m.notClaimed(ctx, d.ID)
+	}
 	// The send is not cut short by the handler's deadline: interrupted after
 	// the data went out, it would be retried and arrive twice. The sender's
-	// own timeout bounds it.
+	// own timeout bounds it, and the lease covers that.
 	sendErr := m.sender.Send(context.WithoutCancel(ctx), msg)
 	if sendErr == nil {
 		log.Info().Str("template", d.Template).Msg("mail sent")
@@ -256,8 +467,10 @@ func (m *Mailer) deliver(ctx context.Context, attempt int, c claim) (*outcome, e
 }
 
 // notClaimed decides what a mail.requested whose delivery could not be
-// claimed means: finished already (done), being sent by another worker (look
-// again after the lease), or unknown (never recorded: nothing can be sent).
+// claimed means: being sent by another worker (look again after the
+// lease), finished already (done; a failed one fails again, so the event
+// ends as a dead letter however often it is redelivered), or unknown (never
+// recorded: nothing can be sent).
 func (m *Mailer) notClaimed(ctx context.Context, id uuid.UUID) error {
 	d, err := m.store.Delivery(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
@@ -266,8 +479,11 @@ func (m *Mailer) notClaimed(ctx context.Context, id uuid.UUID) error {
 	if err != nil {
 		return err
 	}
-	if d.Status == "sending" {
+	switch d.Status {
+	case "sending":
 		return events.RetryAfter(fmt.Errorf("delivery %s is being sent by another worker", id), m.cfg.ClaimLease)
+	case "failed":
+		return events.Permanent(fmt.Errorf("delivery %s failed: %s", id, d.LastError))
 	}
 	zerolog.Ctx(ctx).Debug().Str("delivery_id", id.String()).Str("status", d.Status).Msg("delivery already finished; not sending")
 	return nil

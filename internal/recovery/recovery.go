@@ -214,6 +214,7 @@ func (s *Service) HandleResetRequested(ctx context.Context, items []events.Item)
 
 	toPublish := make([]uuid.UUID, len(reqs)) // uuid.Nil: nothing to send
 	err := s.store.InTx(ctx, func(tx pgx.Tx) error {
+		clear(toPublish) // afresh if the transaction is run again
 		ids := make([]uuid.UUID, 0, len(reqs))
 		keys := make([]string, 0, len(reqs))
 		for _, r := range reqs {
@@ -222,7 +223,9 @@ func (s *Service) HandleResetRequested(ctx context.Context, items []events.Item)
 		}
 		// The users' row locks serialise the decisions about each user
 		// across worker processes: the counts below see every decision made
-		// before them.
+		// before them. Taken first and in id order, like every change of a
+		// user's credentials (the mailer's claim, a reset, a disable), so no
+		// two of them deadlock.
 		users, err := s.store.LockUsersWithDomain(ctx, tx, ids)
 		if err != nil {
 			return err

@@ -89,6 +89,7 @@ func (s *Store) DomainByName(ctx context.Context, name string) (Domain, error) {
 func (s *Store) CreateUsers(ctx context.Context, users []NewUser) ([]User, error) {
 	created := make([]User, 0, len(users))
 	err := s.InTx(ctx, func(tx pgx.Tx) error {
+		created = created[:0] // afresh if the transaction is run again
 		for i, u := range users {
 			row, err := s.q.CreateUser(ctx, tx, dbsqlc.CreateUserParams{
 				DomainID:     u.DomainID,

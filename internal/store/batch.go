@@ -10,8 +10,10 @@ import (
 	"github.com/latchkey/latchkey/internal/store/dbsqlc"
 )
 
-// LockUsersWithDomain reads the users and locks their rows (in id order, so
-// concurrent batches cannot deadlock) until tx ends. Unknown ids are absent.
+// LockUsersWithDomain reads the users and locks their rows until tx ends, in
+// id order and FOR NO KEY UPDATE like LockUser: the first lock of every
+// change to a user's credentials, so concurrent batches and roles cannot
+// deadlock. Unknown ids are absent.
 func (s *Store) LockUsersWithDomain(ctx context.Context, tx pgx.Tx, ids []uuid.UUID) (map[uuid.UUID]User, error) {
 	rows, err := s.q.LockUsersWithDomain(ctx, tx, ids)
 	if err != nil {
@@ -129,14 +131,17 @@ type Outcome struct {
 	MessageID string
 	AuditKind string // "" for none
 	DomainID  *uuid.UUID
+	// Event, when set, is queued in the outbox with the outcome.
+	Event *OutboxEvent
 }
 
-// FinishDeliveries records a batch of outcomes and their audit events in one
-// statement. Each is fenced by its attempt: a worker whose claim was taken
+// FinishDeliveries records a batch of outcomes, their audit events and
+// their outbox events in one statement, and returns the ids of those
+// recorded. Each is fenced by its attempt: a worker whose claim was taken
 // over writes nothing for that delivery.
-func (s *Store) FinishDeliveries(ctx context.Context, outcomes []Outcome, now time.Time) error {
+func (s *Store) FinishDeliveries(ctx context.Context, outcomes []Outcome, now time.Time) (map[uuid.UUID]bool, error) {
 	if len(outcomes) == 0 {
-		return nil
+		return nil, nil
 	}
 	p := dbsqlc.FinishDeliveriesParams{Now: now}
 	for _, o := range outcomes {
@@ -147,16 +152,32 @@ func (s *Store) FinishDeliveries(ctx context.Context, outcomes []Outcome, now ti
 		p.MessageIds = append(p.MessageIds, o.MessageID)
 		p.AuditKinds = append(p.AuditKinds, o.AuditKind)
 		p.DomainIds = append(p.DomainIds, deref(o.DomainID))
+		e := o.Event
+		if e == nil {
+			e = &OutboxEvent{Payload: []byte{}}
+		}
+		p.EventIds = append(p.EventIds, e.EventID)
+		p.EventSubjects = append(p.EventSubjects, e.Subject)
+		p.EventPayloads = append(p.EventPayloads, e.Payload)
 	}
-	return translate("finish deliveries", s.q.FinishDeliveries(ctx, s.pool, p))
+	ids, err := s.q.FinishDeliveries(ctx, s.pool, p)
+	if err != nil {
+		return nil, translate("finish deliveries", err)
+	}
+	recorded := make(map[uuid.UUID]bool, len(ids))
+	for _, id := range ids {
+		recorded[id] = true
+	}
+	return recorded, nil
 }
 
-// RevokeTokensOfDeliveries revokes the tokens minted for deliveries that
-// failed: their links never reached anyone.
-func (s *Store) RevokeTokensOfDeliveries(ctx context.Context, ids []uuid.UUID, now time.Time) error {
+// RevokeTokensOfDeliveries revokes, in tx, the tokens minted for deliveries
+// that failed: their links never reached anyone. The caller holds the
+// users' row locks (LockUsersWithDomain): users first, then their tokens.
+func (s *Store) RevokeTokensOfDeliveries(ctx context.Context, tx pgx.Tx, ids []uuid.UUID, now time.Time) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	err := s.q.RevokeTokensOfDeliveries(ctx, s.pool, dbsqlc.RevokeTokensOfDeliveriesParams{DeliveryIds: ids, Now: now})
+	err := s.q.RevokeTokensOfDeliveries(ctx, tx, dbsqlc.RevokeTokensOfDeliveriesParams{DeliveryIds: ids, Now: now})
 	return translate("revoke delivery tokens", err)
 }

@@ -196,18 +196,37 @@ type Decision struct {
 }
 
 // Claimed is a delivery claimed for one attempt, with its user. Superseded
-// reports that a newer delivery with a link of the same kind exists.
+// reports that a newer delivery with a link of the same kind exists. Gone
+// reports that its user no longer exists: the claim recorded it skipped,
+// and User is empty.
 type Claimed struct {
 	Delivery   Delivery
 	User       User
 	Superseded bool
+	Gone       bool
 }
 
-// ClaimDeliveries claims deliveries for one attempt each: queued ones, or
-// ones whose previous claim is older than staleBefore (their worker died).
-// The others (being sent, finished, unknown) are absent from the result.
+// ClaimDeliveries claims deliveries for one attempt each, in tx: queued
+// ones, or ones whose previous claim is older than staleBefore (their
+// worker's lease ran out). It first locks the deliveries' users in id order
+// (FOR NO KEY UPDATE), the first lock of every credential change, so the
+// tokens minted next in tx are ordered against a password reset, a disable
+// or another mailer's claim for the same user, and the status read is the
+// user's current one. A delivery whose user is gone is recorded skipped and
+// returned with Gone. The others (being sent, finished, unknown) are
+// neither changed nor returned.
 func (s *Store) ClaimDeliveries(ctx context.Context, tx pgx.Tx, ids []uuid.UUID, now, staleBefore time.Time) (map[uuid.UUID]Claimed, error) {
-	rows, err := s.q.ClaimDeliveries(ctx, tx, dbsqlc.ClaimDeliveriesParams{Ids: ids, Now: now, StaleBefore: staleBefore})
+	locked, err := s.q.LockUsersOfDeliveries(ctx, tx, ids)
+	if err != nil {
+		return nil, translate("lock users of deliveries", err)
+	}
+	users := make(map[uuid.UUID]User, len(locked))
+	userIDs := make([]uuid.UUID, len(locked))
+	for i, r := range locked {
+		users[r.User.ID] = userFromRow(r.User, r.DomainName)
+		userIDs[i] = r.User.ID
+	}
+	rows, err := s.q.ClaimDeliveries(ctx, tx, dbsqlc.ClaimDeliveriesParams{Ids: ids, UserIds: userIDs, Now: now, StaleBefore: staleBefore})
 	if err != nil {
 		return nil, translate("claim deliveries", err)
 	}
@@ -215,12 +234,42 @@ func (s *Store) ClaimDeliveries(ctx context.Context, tx pgx.Tx, ids []uuid.UUID,
 	for _, row := range rows {
 		d := Delivery{
 			ID: row.ID, UserID: row.UserID, Template: row.Template, Locale: row.Locale, Recipient: row.Recipient,
-			Status: "sending", Attempts: int(row.Attempts), TokenPurpose: row.TokenPurpose, CreatedAt: row.CreatedAt,
+			Status: row.Status, Attempts: int(row.Attempts), TokenPurpose: row.TokenPurpose, CreatedAt: row.CreatedAt,
 		}
 		if row.TokenTtlSeconds != nil {
 			d.TokenTTL = time.Duration(*row.TokenTtlSeconds) * time.Second
 		}
-		out[row.ID] = Claimed{Delivery: d, User: userFromRow(row.User, row.DomainName), Superseded: row.Superseded != nil && *row.Superseded}
+		c := Claimed{Delivery: d, Superseded: row.Superseded, Gone: row.Status != "sending"}
+		if !c.Gone {
+			c.User = users[*row.UserID]
+		}
+		out[row.ID] = c
+	}
+	return out, nil
+}
+
+// Claim names a delivery claimed by one attempt.
+type Claim struct {
+	ID      uuid.UUID
+	Attempt int
+}
+
+// RenewClaims moves on, to now, the claim lease of the deliveries that are
+// still claimed by the given attempts, and returns those. A delivery another
+// worker is claiming at this moment is not waited for and not returned.
+func (s *Store) RenewClaims(ctx context.Context, claims []Claim, now time.Time) (map[uuid.UUID]bool, error) {
+	p := dbsqlc.RenewClaimsParams{Now: now}
+	for _, c := range claims {
+		p.Ids = append(p.Ids, c.ID)
+		p.Attempts = append(p.Attempts, int32(c.Attempt))
+	}
+	ids, err := s.q.RenewClaims(ctx, s.pool, p)
+	if err != nil {
+		return nil, translate("renew delivery claims", err)
+	}
+	out := make(map[uuid.UUID]bool, len(ids))
+	for _, id := range ids {
+		out[id] = true
 	}
 	return out, nil
 }
@@ -306,9 +355,18 @@ func (s *Store) InsertOutbox(ctx context.Context, tx pgx.Tx, e OutboxEvent) erro
 	return translate("insert outbox", err)
 }
 
-// MarkOutboxPublished records that JetStream acknowledged the event.
+// MarkOutboxPublished sets an event aside as if published: the relay no
+// longer tries it, and PruneOutbox deletes it a day later.
 func (s *Store) MarkOutboxPublished(ctx context.Context, tx pgx.Tx, eventID string) error {
 	return translate("mark outbox published", s.q.MarkOutboxPublished(ctx, s.on(tx), eventID))
+}
+
+// DeleteOutbox removes events JetStream acknowledged.
+func (s *Store) DeleteOutbox(ctx context.Context, tx pgx.Tx, eventIDs []string) error {
+	if len(eventIDs) == 0 {
+		return nil
+	}
+	return translate("delete outbox events", s.q.DeleteOutbox(ctx, s.on(tx), eventIDs))
 }
 
 // ClaimStaleOutbox locks, in tx, up to limit events left unpublished since

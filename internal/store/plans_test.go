@@ -187,14 +187,29 @@ func TestHotStatementsFindRowsByIndex(t *testing.T) {
 			}
 			return inTx(func(tx pgx.Tx) error { return s.IssueTokens(ctx, tx, grants, now) })
 		}},
+		{"RenewClaims", func() error {
+			claims := make([]store.Claim, len(deliveryIDs))
+			for i, id := range deliveryIDs {
+				claims[i] = store.Claim{ID: id, Attempt: 2}
+			}
+			_, err := s.RenewClaims(ctx, claims, now)
+			return err
+		}},
 		{"FinishDeliveries", func() error {
 			outcomes := make([]store.Outcome, len(deliveryIDs))
 			for i, id := range deliveryIDs {
-				outcomes[i] = store.Outcome{ID: id, Attempt: 2, Status: "sent", AuditKind: "mail.sent"}
+				outcomes[i] = store.Outcome{ID: id, Attempt: 2, Status: "sent", AuditKind: "mail.sent",
+					Event: &store.OutboxEvent{EventID: "mail.delivered:" + id.String(), Subject: "latchkey.mail.delivered", Payload: []byte("{}")}}
 			}
-			return s.FinishDeliveries(ctx, outcomes, now)
+			_, err := s.FinishDeliveries(ctx, outcomes, now)
+			return err
 		}},
-		{"RevokeTokensOfDeliveries", func() error { return s.RevokeTokensOfDeliveries(ctx, deliveryIDs, now) }},
+		{"RevokeTokensOfDeliveries", func() error {
+			return inTx(func(tx pgx.Tx) error { return s.RevokeTokensOfDeliveries(ctx, tx, deliveryIDs, now) })
+		}},
+		{"DeleteOutbox", func() error {
+			return s.DeleteOutbox(ctx, nil, []string{"mail.delivered:" + deliveryIDs[0].String()})
+		}},
 		// Every login and recovery request, once or twice.
 		{"TakeRateLimits", func() error {
 			_, err := s.TakeRateLimits(ctx, time.Now, []store.RateTake{

@@ -8,8 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -85,10 +87,41 @@ func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 // Ping checks the database answers.
 func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
 
+// txAttempts is how often InTx runs a transaction PostgreSQL aborted as a
+// deadlock victim or a serialization failure.
+const txAttempts = 3
+
 // InTx runs fn in one transaction, committed when fn returns nil. A failed
 // begin or commit is translated like a failed query.
+//
+// A transaction PostgreSQL aborted to break a deadlock or a serialization
+// conflict (SQLSTATE 40P01, 40001) did nothing, so it is run again, up to
+// three times in all, after a pause of a few milliseconds: a client gets
+// no 500 and a worker burns no attempt of its event for it. fn must
+// therefore be safe to run again: no effect outside tx, and anything it
+// fills for the caller reset at its start. Deadlocks should not happen at
+// all, since every transaction that changes a user's credentials locks the
+// user's row first, in id order (LockUser, LockUsersWithDomain,
+// ClaimDeliveries); pg_stat_database.deadlocks counts those retried too.
 func (s *Store) InTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
-	return translate("transaction", pgx.BeginFunc(ctx, s.pool, fn))
+	for attempt := 1; ; attempt++ {
+		err := pgx.BeginFunc(ctx, s.pool, fn)
+		if err == nil || attempt == txAttempts || !retryable(err) {
+			return translate("transaction", err)
+		}
+		select {
+		case <-ctx.Done():
+			return translate("transaction", err)
+		case <-time.After(time.Duration(attempt) * (time.Millisecond + rand.N(5*time.Millisecond))):
+		}
+	}
+}
+
+// retryable reports a transaction PostgreSQL aborted so that another could
+// go on: running it again may succeed.
+func retryable(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "40P01" || pgErr.Code == "40001")
 }
 
 // on runs a query in tx when there is one, else on the pool.

@@ -14,25 +14,29 @@ import (
 
 const claimDeliveries = `-- name: ClaimDeliveries :many
 WITH d AS (
-    UPDATE mail_deliveries SET status = 'sending', attempts = attempts + 1, updated_at = $1::timestamptz
-    WHERE mail_deliveries.id = ANY($2::uuid[])
-      AND (mail_deliveries.status = 'queued' OR (mail_deliveries.status = 'sending' AND mail_deliveries.updated_at < $3::timestamptz))
-    RETURNING id, idempotency_key, user_id, template, locale, recipient, status, attempts, last_error, smtp_message_id, created_at, updated_at, sent_at, token_purpose, token_ttl_seconds, source_event_id
+    UPDATE mail_deliveries md
+    SET status = CASE WHEN md.user_id = ANY($1::uuid[]) THEN 'sending' ELSE 'skipped' END,
+        attempts = CASE WHEN md.user_id = ANY($1::uuid[]) THEN md.attempts + 1 ELSE md.attempts END,
+        last_error = CASE WHEN md.user_id = ANY($1::uuid[]) THEN md.last_error ELSE 'the account no longer exists' END,
+        updated_at = $2::timestamptz
+    WHERE md.id = ANY($3::uuid[])
+      AND (md.status = 'queued' OR (md.status = 'sending' AND md.updated_at < $4::timestamptz))
+    RETURNING md.id, md.user_id, md.status, md.template, md.locale, md.recipient, md.attempts, md.token_purpose,
+              md.token_ttl_seconds, md.created_at
 )
-SELECT d.id, d.user_id, d.template, d.locale, d.recipient, d.attempts, d.token_purpose, d.token_ttl_seconds, d.created_at,
+SELECT d.id, d.user_id, d.status, d.template, d.locale, d.recipient, d.attempts, d.token_purpose, d.token_ttl_seconds,
+       d.created_at,
        -- Only the newest link of a user is valid: handled out of order, an
        -- older email must not revoke the link of a newer one.
        (d.token_purpose IS NOT NULL AND EXISTS (
            SELECT 1 FROM mail_deliveries n
            WHERE n.user_id = d.user_id AND n.token_purpose = d.token_purpose AND n.created_at > d.created_at
-             AND n.status IN ('queued', 'sending', 'sent'))) AS superseded,
-       u.id, u.domain_id, u.extension, u.login_name, u.email, u.first_name, u.last_name, u.locale, u.password_hash, u.password_changed_at, u.pin_hash, u.pin_changed_at, u.status, u.failed_logins, u.locked_until, u.rollout_phase, u.rollout_phase_at, u.created_at, u.updated_at, u.credential_version, u.failed_login_at, dom.name AS domain_name
+             AND n.status IN ('queued', 'sending', 'sent')))::boolean AS superseded
 FROM d
-JOIN users u ON u.id = d.user_id
-JOIN domains dom ON dom.id = u.domain_id
 `
 
 type ClaimDeliveriesParams struct {
+	UserIds     []uuid.UUID
 	Now         time.Time
 	Ids         []uuid.UUID
 	StaleBefore time.Time
@@ -41,6 +45,7 @@ type ClaimDeliveriesParams struct {
 type ClaimDeliveriesRow struct {
 	ID              uuid.UUID
 	UserID          *uuid.UUID
+	Status          string
 	Template        string
 	Locale          string
 	Recipient       string
@@ -48,17 +53,22 @@ type ClaimDeliveriesRow struct {
 	TokenPurpose    *string
 	TokenTtlSeconds *int32
 	CreatedAt       time.Time
-	Superseded      *bool
-	User            User
-	DomainName      string
+	Superseded      bool
 }
 
 // Claims deliveries for one attempt each: queued ones, or ones left
-// "sending" by a worker that died (claimed before stale_before); and reads
-// their users in the same round trip. Deliveries being sent, finished or
-// unknown are not returned.
+// "sending" by a worker whose claim lease ran out (updated before
+// stale_before). A delivery whose user is among user_ids (the users locked
+// by LockUsersOfDeliveries) becomes sending; one whose user is gone ends
+// skipped, with that reason. Every row changed is returned; deliveries
+// being sent, finished or unknown are neither changed nor returned.
 func (q *Queries) ClaimDeliveries(ctx context.Context, db DBTX, arg ClaimDeliveriesParams) ([]ClaimDeliveriesRow, error) {
-	rows, err := db.Query(ctx, claimDeliveries, arg.Now, arg.Ids, arg.StaleBefore)
+	rows, err := db.Query(ctx, claimDeliveries,
+		arg.UserIds,
+		arg.Now,
+		arg.Ids,
+		arg.StaleBefore,
+	)
 	if err != nil {
 		return nil, err
 	}
@@ -69,6 +79,7 @@ func (q *Queries) ClaimDeliveries(ctx context.Context, db DBTX, arg ClaimDeliver
 		if err := rows.Scan(
 			&i.ID,
 			&i.UserID,
+			&i.Status,
 			&i.Template,
 			&i.Locale,
 			&i.Recipient,
@@ -77,28 +88,6 @@ func (q *Queries) ClaimDeliveries(ctx context.Context, db DBTX, arg ClaimDeliver
 			&i.TokenTtlSeconds,
 			&i.CreatedAt,
 			&i.Superseded,
-			&i.User.ID,
-			&i.User.DomainID,
-			&i.User.Extension,
-			&i.User.LoginName,
-			&i.User.Email,
-			&i.User.FirstName,
-			&i.User.LastName,
-			&i.User.Locale,
-			&i.User.PasswordHash,
-			&i.User.PasswordChangedAt,
-			&i.User.PinHash,
-			&i.User.PinChangedAt,
-			&i.User.Status,
-			&i.User.FailedLogins,
-			&i.User.LockedUntil,
-			&i.User.RolloutPhase,
-			&i.User.RolloutPhaseAt,
-			&i.User.CreatedAt,
-			&i.User.UpdatedAt,
-			&i.User.CredentialVersion,
-			&i.User.FailedLoginAt,
-			&i.DomainName,
 		); err != nil {
 			return nil, err
 		}
@@ -140,42 +129,57 @@ func (q *Queries) DeliveriesByKeys(ctx context.Context, db DBTX, keys []string) 
 	return items, nil
 }
 
-const finishDeliveries = `-- name: FinishDeliveries :exec
+const finishDeliveries = `-- name: FinishDeliveries :many
 WITH x AS (
     SELECT unnest($1::uuid[]) AS id, unnest($2::integer[]) AS attempts, unnest($3::text[]) AS status,
            unnest($4::text[]) AS last_error, unnest($5::text[]) AS message_id,
-           unnest($6::text[]) AS audit_kind, unnest($7::uuid[]) AS domain_id
+           unnest($6::text[]) AS audit_kind, unnest($7::uuid[]) AS domain_id,
+           unnest($8::text[]) AS event_id, unnest($9::text[]) AS event_subject,
+           unnest($10::bytea[]) AS event_payload
 ), f AS (
     UPDATE mail_deliveries md
-    SET status = x.status, last_error = x.last_error, smtp_message_id = x.message_id, updated_at = $8::timestamptz,
-        sent_at = CASE WHEN x.status = 'sent' THEN $8::timestamptz ELSE md.sent_at END
+    SET status = x.status, last_error = x.last_error, smtp_message_id = x.message_id, updated_at = $11::timestamptz,
+        sent_at = CASE WHEN x.status = 'sent' THEN $11::timestamptz ELSE md.sent_at END
     FROM x
     WHERE md.id = x.id AND md.status = 'sending' AND md.attempts = x.attempts
-    RETURNING md.id, md.user_id, md.template, md.attempts, x.audit_kind, x.domain_id, x.last_error
+    RETURNING md.id, md.user_id, md.template, md.attempts, x.audit_kind, x.domain_id, x.last_error, x.event_id,
+              x.event_subject, x.event_payload
+), audited AS (
+    INSERT INTO audit_events (kind, user_id, domain_id, actor_kind, detail)
+    SELECT f.audit_kind, f.user_id, NULLIF(f.domain_id, '00000000-0000-0000-0000-000000000000'::uuid), 'system',
+           jsonb_strip_nulls(jsonb_build_object('delivery_id', f.id, 'template', f.template, 'attempts', f.attempts,
+                                                'error', NULLIF(f.last_error, '')))
+    FROM f
+    WHERE f.audit_kind <> ''
+), queued AS (
+    INSERT INTO outbox (event_id, subject, payload)
+    SELECT f.event_id, f.event_subject, f.event_payload FROM f WHERE f.event_id <> ''
+    ON CONFLICT (event_id) DO NOTHING
 )
-INSERT INTO audit_events (kind, user_id, domain_id, actor_kind, detail)
-SELECT f.audit_kind, f.user_id, NULLIF(f.domain_id, '00000000-0000-0000-0000-000000000000'::uuid), 'system',
-       jsonb_strip_nulls(jsonb_build_object('delivery_id', f.id, 'template', f.template, 'attempts', f.attempts,
-                                            'error', NULLIF(f.last_error, '')))
-FROM f
-WHERE f.audit_kind <> ''
+SELECT f.id FROM f
 `
 
 type FinishDeliveriesParams struct {
-	Ids        []uuid.UUID
-	Attempts   []int32
-	Statuses   []string
-	LastErrors []string
-	MessageIds []string
-	AuditKinds []string
-	DomainIds  []uuid.UUID
-	Now        time.Time
+	Ids           []uuid.UUID
+	Attempts      []int32
+	Statuses      []string
+	LastErrors    []string
+	MessageIds    []string
+	AuditKinds    []string
+	DomainIds     []uuid.UUID
+	EventIds      []string
+	EventSubjects []string
+	EventPayloads [][]byte
+	Now           time.Time
 }
 
-// Records a batch's outcomes, each fenced like FinishDeliveryAudited, with
-// an audit event for those given an audit kind (” for none).
-func (q *Queries) FinishDeliveries(ctx context.Context, db DBTX, arg FinishDeliveriesParams) error {
-	_, err := db.Exec(ctx, finishDeliveries,
+// Records a batch's outcomes, each fenced by the attempt that claimed it
+// (a worker whose claim was taken over writes nothing), with an audit event
+// for those given an audit kind (” for none) and an outcome event in the
+// outbox for those given an event id (” for none). Returns the ids of the
+// deliveries recorded.
+func (q *Queries) FinishDeliveries(ctx context.Context, db DBTX, arg FinishDeliveriesParams) ([]uuid.UUID, error) {
+	rows, err := db.Query(ctx, finishDeliveries,
 		arg.Ids,
 		arg.Attempts,
 		arg.Statuses,
@@ -183,9 +187,27 @@ func (q *Queries) FinishDeliveries(ctx context.Context, db DBTX, arg FinishDeliv
 		arg.MessageIds,
 		arg.AuditKinds,
 		arg.DomainIds,
+		arg.EventIds,
+		arg.EventSubjects,
+		arg.EventPayloads,
 		arg.Now,
 	)
-	return err
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []uuid.UUID{}
+	for rows.Next() {
+		var id uuid.UUID
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		items = append(items, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
 const getDelivery = `-- name: GetDelivery :one
@@ -412,6 +434,68 @@ func (q *Queries) ListDeliveriesByUser(ctx context.Context, db DBTX, arg ListDel
 	return items, nil
 }
 
+const lockUsersOfDeliveries = `-- name: LockUsersOfDeliveries :many
+SELECT u.id, u.domain_id, u.extension, u.login_name, u.email, u.first_name, u.last_name, u.locale, u.password_hash, u.password_changed_at, u.pin_hash, u.pin_changed_at, u.status, u.failed_logins, u.locked_until, u.rollout_phase, u.rollout_phase_at, u.created_at, u.updated_at, u.credential_version, u.failed_login_at, dom.name AS domain_name
+FROM users u JOIN domains dom ON dom.id = u.domain_id
+WHERE u.id IN (SELECT md.user_id FROM mail_deliveries md WHERE md.id = ANY($1::uuid[]))
+ORDER BY u.id
+FOR NO KEY UPDATE OF u
+`
+
+type LockUsersOfDeliveriesRow struct {
+	User       User
+	DomainName string
+}
+
+// Locks, in id order, the users of deliveries about to be claimed: the first
+// step of the mailer's claim, which then mints tokens. Every role that
+// changes a user's credentials locks the user's row first and in id order
+// (store.LockUser, LockUsersWithDomain), then touches tokens, sessions or
+// deliveries, so no two of them can deadlock. Users that are gone are not
+// returned.
+func (q *Queries) LockUsersOfDeliveries(ctx context.Context, db DBTX, ids []uuid.UUID) ([]LockUsersOfDeliveriesRow, error) {
+	rows, err := db.Query(ctx, lockUsersOfDeliveries, ids)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []LockUsersOfDeliveriesRow{}
+	for rows.Next() {
+		var i LockUsersOfDeliveriesRow
+		if err := rows.Scan(
+			&i.User.ID,
+			&i.User.DomainID,
+			&i.User.Extension,
+			&i.User.LoginName,
+			&i.User.Email,
+			&i.User.FirstName,
+			&i.User.LastName,
+			&i.User.Locale,
+			&i.User.PasswordHash,
+			&i.User.PasswordChangedAt,
+			&i.User.PinHash,
+			&i.User.PinChangedAt,
+			&i.User.Status,
+			&i.User.FailedLogins,
+			&i.User.LockedUntil,
+			&i.User.RolloutPhase,
+			&i.User.RolloutPhaseAt,
+			&i.User.CreatedAt,
+			&i.User.UpdatedAt,
+			&i.User.CredentialVersion,
+			&i.User.FailedLoginAt,
+			&i.DomainName,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const recentDeliveryCounts = `-- name: RecentDeliveryCounts :many
 SELECT md.user_id, count(*) AS n FROM mail_deliveries md
 WHERE md.user_id = ANY($1::uuid[]) AND md.template = $2 AND md.created_at > $3 AND md.status <> 'skipped'
@@ -442,6 +526,50 @@ func (q *Queries) RecentDeliveryCounts(ctx context.Context, db DBTX, arg RecentD
 			return nil, err
 		}
 		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const renewClaims = `-- name: RenewClaims :many
+WITH mine AS (
+    SELECT md.id FROM mail_deliveries md
+    JOIN (SELECT unnest($2::uuid[]) AS id, unnest($3::integer[]) AS attempts) x ON x.id = md.id
+    WHERE md.id = ANY($2::uuid[]) AND md.status = 'sending' AND md.attempts = x.attempts
+    FOR NO KEY UPDATE OF md SKIP LOCKED
+)
+UPDATE mail_deliveries md SET updated_at = $1::timestamptz
+FROM mine
+WHERE md.id = mine.id
+RETURNING md.id
+`
+
+type RenewClaimsParams struct {
+	Now      time.Time
+	Ids      []uuid.UUID
+	Attempts []int32
+}
+
+// Moves on the claim lease of deliveries a worker still holds (sending,
+// with the attempt it claimed) and returns those. A row another
+// transaction has locked is being claimed by another worker, whose lease
+// check found it stale: it is skipped, not waited for, and so no longer
+// this worker's to send.
+func (q *Queries) RenewClaims(ctx context.Context, db DBTX, arg RenewClaimsParams) ([]uuid.UUID, error) {
+	rows, err := db.Query(ctx, renewClaims, arg.Now, arg.Ids, arg.Attempts)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []uuid.UUID{}
+	for rows.Next() {
+		var id uuid.UUID
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		items = append(items, id)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err

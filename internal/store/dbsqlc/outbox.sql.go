@@ -51,6 +51,17 @@ func (q *Queries) ClaimStaleOutbox(ctx context.Context, db DBTX, arg ClaimStaleO
 	return items, nil
 }
 
+const deleteOutbox = `-- name: DeleteOutbox :exec
+DELETE FROM outbox WHERE event_id = ANY($1::text[])
+`
+
+// An event the stream acknowledged is deleted: the stream holds it now, and
+// the table holds only what is waiting to be published.
+func (q *Queries) DeleteOutbox(ctx context.Context, db DBTX, eventIds []string) error {
+	_, err := db.Exec(ctx, deleteOutbox, eventIds)
+	return err
+}
+
 const insertOutbox = `-- name: InsertOutbox :exec
 INSERT INTO outbox (event_id, subject, payload) VALUES ($1, $2, $3)
 ON CONFLICT (event_id) DO NOTHING

@@ -150,6 +150,8 @@ type RevokeTokensOfDeliveriesParams struct {
 	DeliveryIds []uuid.UUID
 }
 
+// Revokes the links of deliveries that failed. The caller holds the
+// deliveries' users' row locks (the one lock order: users, then tokens).
 // Spelled with coalesce so the planner cannot match the partial
 // tokens_live_key: when its statistics say few tokens are live it would read
 // that whole index rather than look the deliveries up in tokens_delivery_idx.

@@ -544,7 +544,7 @@ SELECT u.id, u.domain_id, u.extension, u.login_name, u.email, u.first_name, u.la
 FROM users u JOIN domains d ON d.id = u.domain_id
 WHERE u.id = ANY($1::uuid[])
 ORDER BY u.id
-FOR UPDATE OF u
+FOR NO KEY UPDATE OF u
 `
 
 type LockUsersWithDomainRow struct {
@@ -553,6 +553,11 @@ type LockUsersWithDomainRow struct {
 }
 
 // Locks a batch's users in id order, so concurrent batches cannot deadlock.
+// FOR NO KEY UPDATE, like LockUser: it serialises every change of these
+// users, but not the key-share locks that inserting a row which references
+// a user takes (a token, an audit event, a delivery); FOR UPDATE blocked
+// those, and the mailer's inserts, taking them in any order, deadlocked
+// with it.
 func (q *Queries) LockUsersWithDomain(ctx context.Context, db DBTX, ids []uuid.UUID) ([]LockUsersWithDomainRow, error) {
 	rows, err := db.Query(ctx, lockUsersWithDomain, ids)
 	if err != nil {
