@@ -28,6 +28,10 @@ WHERE key = @key AND created_at > @expired_before::timestamptz;
 UPDATE idempotency_keys SET status = @status, answer = @answer, locked_until = NULL, holder = NULL
 WHERE key = @key AND holder = @holder;
 
+-- Forgets a key whose request was refused (4xx): nothing was done.
+-- name: ForgetIdempotencyKey :exec
+DELETE FROM idempotency_keys WHERE key = @key AND holder = @holder;
+
 -- Lets a retry take the key, keeping its effect id.
 -- name: ReleaseIdempotencyKey :exec
 UPDATE idempotency_keys SET locked_until = NULL, holder = NULL

@@ -53,23 +53,26 @@ var (
 )
 
 // idempotent makes a route honour Idempotency-Key (SPEC §5.9): the first
-// request with a key runs, and its answer is kept for IdempotencyTTL; a
-// retry with the same key and the same request (method, path and body,
-// byte for byte) gets that answer again, status, headers and body, marked
-// with "Idempotent-Replayed: true", and causes nothing. The same key with
-// another request is 422 idempotency_key_reused; a retry while the first
-// still runs is 409 idempotency_key_in_progress with Retry-After, never a
-// second run. A request without the header runs as usual.
+// request with a key runs, and its answer, if it succeeded (2xx), is kept
+// for IdempotencyTTL; a retry with the same key and the same request
+// (method, path and body, byte for byte) gets that answer again, status,
+// headers and body, marked with "Idempotent-Replayed: true", and causes
+// nothing. The same key with another request is 422
+// idempotency_key_reused; a retry while the first still runs is 409
+// idempotency_key_in_progress with Retry-After, never a second run. A
+// request without the header runs as usual.
 //
 // Keys are scoped to the caller, who must be resolved before: the admin key
 // for admin routes, else the client address (so a retry from another
-// address is a new request), and to the route. An answer that says "try
-// again" (5xx, 408, 429, a client gone) is not kept: the key is released
-// for the retry, which runs again. Its events get the same ids, derived
-// from the key's record (events.WithIDSeed), so a request whose publish
-// was stored but whose PubAck was lost is not repeated by the retry:
-// JetStream drops the copy, and the workers recognise it after JetStream's
-// window.
+// address is a new request), and to the route. A refusal (4xx) did nothing
+// and is not kept: the key is free again, and storing refusals would let
+// anyone fill the table with one row per request. An answer that says
+// "try again" or leaves the outcome unknown (5xx, 429, a client gone)
+// releases the key: the retry runs again, and its events get the same ids,
+// derived from the key's record (events.WithIDSeed), so a request whose
+// publish was stored but whose PubAck was lost is not repeated by the
+// retry: JetStream drops the copy, and the workers recognise it after
+// JetStream's window.
 func (s *Server) idempotent(next handlerFunc) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		values := r.Header.Values(IdempotencyHeader)
@@ -120,9 +123,12 @@ func (s *Server) idempotent(next handlerFunc) handlerFunc {
 			s.writeError(rec, r, err)
 		}
 		a := rec.answer()
-		if keepAnswer(a.Status) {
+		switch outcomeOf(a.Status, st.Fresh) {
+		case outcomeKeep:
 			s.keepIdempotentAnswer(r.Context(), req, holder, a)
-		} else {
+		case outcomeForget:
+			s.forgetIdempotencyKey(r.Context(), req, holder)
+		default:
 			s.releaseIdempotencyKey(r.Context(), req, holder)
 		}
 		finished = true
@@ -131,14 +137,33 @@ func (s *Server) idempotent(next handlerFunc) handlerFunc {
 	}
 }
 
-// keepAnswer says whether an answer is the request's outcome, to be given
-// to every retry, rather than an invitation to try again.
-func keepAnswer(status int) bool {
+// outcome is what becomes of a key once its request has answered.
+type outcome int
+
+const (
+	// outcomeKeep stores the answer for every retry: the request was done.
+	outcomeKeep outcome = iota
+	// outcomeForget deletes the record: the request was refused (4xx), so
+	// nothing was done; the same key may carry a corrected request.
+	outcomeForget
+	// outcomeRelease keeps the record without an answer: the outcome is
+	// unknown (5xx, the client gone) or the client is to try again (429),
+	// and the retry runs under the same effect id.
+	outcomeRelease
+)
+
+// outcomeOf decides by the status. fresh says that no earlier try ran
+// under the record; a refusal after one that failed (a lost PubAck, then
+// 429 on the retry) must keep its effect id for the next.
+func outcomeOf(status int, fresh bool) outcome {
 	switch {
-	case status >= 500, status == http.StatusRequestTimeout, status == http.StatusTooManyRequests, status == 499:
-		return false
+	case status >= 200 && status < 300:
+		return outcomeKeep
+	case status >= 400 && status < 500 && fresh &&
+		status != http.StatusRequestTimeout && status != http.StatusTooManyRequests && status != 499:
+		return outcomeForget
 	default:
-		return true
+		return outcomeRelease
 	}
 }
 
@@ -205,6 +230,14 @@ func (s *Server) keepIdempotentAnswer(ctx context.Context, req idempotentRequest
 	}
 	if err != nil {
 		logger(ctx).Warn().Err(err).Msg("store the answer of an idempotency key; a retry after the lease runs again")
+	}
+}
+
+func (s *Server) forgetIdempotencyKey(ctx context.Context, req idempotentRequest, holder uuid.UUID) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := s.deps.Store.ForgetIdempotencyKey(ctx, req.lookup, holder); err != nil {
+		logger(ctx).Warn().Err(err).Msg("forget an idempotency key; a retry waits for its lease")
 	}
 }
 

@@ -26,6 +26,7 @@ import (
 	"github.com/latchkey/latchkey/internal/events"
 	"github.com/latchkey/latchkey/internal/httpapi"
 	"github.com/latchkey/latchkey/internal/outbox"
+	"github.com/latchkey/latchkey/internal/ratelimit"
 	"github.com/latchkey/latchkey/internal/recovery"
 	"github.com/latchkey/latchkey/internal/sessions"
 	"github.com/latchkey/latchkey/internal/testkit"
@@ -97,6 +98,9 @@ func faultyIngress(t *testing.T, s *apptest.Stack) (string, *faultyJS) {
 	}, st, pub, delivery.NewRequester(st, pub, now), outbox.New(st, pub, log), hasher, policy, sm, now)
 	h := httpapi.New(httpapi.Deps{
 		Store: st, Accounts: accounts.New(st, hasher, policy, now), Recovery: rec, Sessions: sm, Now: now,
+		Limiters: httpapi.Limiters{
+			PerAddress: ratelimit.New(st, "address", cfg.RateLimitPerAddress.Count, cfg.RateLimitPerAddress.Window, now),
+		},
 		Auth: adminkeys.NewAuthenticator(st, cfg.AdminToken), Metrics: httpapi.NewMetrics(prometheus.NewRegistry()), Logger: log,
 	}, httpapi.Config{MaxBodyBytes: cfg.MaxBodyBytes})
 	srv := httptest.NewServer(h)
@@ -159,9 +163,9 @@ func streamCount(t *testing.T, s *apptest.Stack, eventType string) uint64 {
 
 // mailStack runs the ingress, the tokens worker and the mailer, with one
 // user whose id it returns.
-func mailStack(t *testing.T) (*apptest.Stack, string) {
+func mailStack(t *testing.T, env map[string]string) (*apptest.Stack, string) {
 	t.Helper()
-	s := apptest.Start(t, apptest.Options{Roles: []app.Role{app.RoleTokens, app.RoleMailer}})
+	s := apptest.Start(t, apptest.Options{Roles: []app.Role{app.RoleTokens, app.RoleMailer}, Env: env})
 	createDomain(t, s, "acme.11111.service")
 	return s, createUserWithEmail(t, s, "1001", "jason@example.com")
 }
@@ -172,7 +176,7 @@ const forgotBody = `{"identifier":"jason@example.com"}`
 // answered 503; the client's retry with the same Idempotency-Key publishes
 // the same event again, which JetStream drops: one email, not two.
 func TestLostPubAckRetryWithTheSameKeySendsOneEmail(t *testing.T) {
-	s, userID := mailStack(t)
+	s, userID := mailStack(t, nil)
 	ingress, js := faultyIngress(t, s)
 	key := testkit.Secret(t)
 
@@ -206,10 +210,33 @@ func TestLostPubAckRetryWithTheSameKeySendsOneEmail(t *testing.T) {
 	}
 }
 
+// A retry refused for now (429) after a try whose outcome is unknown keeps
+// the key's effect id: the retry that finally runs is still the same event.
+func TestRetryAfterALostPubAckAndARefusalStillSendsOneEmail(t *testing.T) {
+	s, userID := mailStack(t, map[string]string{"RATE_LIMIT_PER_ADDRESS": "1/1h"})
+	ingress, js := faultyIngress(t, s)
+	key := testkit.Secret(t)
+	js.lose.Store(1)
+	if r := send(t, ingress, "/v1/password/forgot", forgotBody, withKey(key)); r.Status != http.StatusServiceUnavailable {
+		t.Fatalf("first request with its PubAck lost: %d %s", r.Status, r.Body)
+	}
+	expectProblem(t, send(t, ingress, "/v1/password/forgot", forgotBody, withKey(key)), http.StatusTooManyRequests, "rate_limited")
+	s.Clock.Advance(time.Hour)
+	if r := send(t, ingress, "/v1/password/forgot", forgotBody, withKey(key)); r.Status != http.StatusAccepted {
+		t.Fatalf("retry an hour later: %d %s", r.Status, r.Body)
+	}
+	if n := streamCount(t, s, events.TypeResetRequested); n != 1 {
+		t.Fatalf("%d reset.requested, want 1", n)
+	}
+	if d := settledDelivery(t, s, userID); d["status"] != "sent" || s.SMTP.Count() != 1 {
+		t.Fatalf("delivery %v, %d emails; want one sent", d, s.SMTP.Count())
+	}
+}
+
 // Without the key nothing changes: a retry is a new request (the README
 // states that its email supersedes the first).
 func TestRetryWithoutAKeyIsANewRequest(t *testing.T) {
-	s, _ := mailStack(t)
+	s, _ := mailStack(t, nil)
 	ingress, _ := faultyIngress(t, s)
 	for range 2 {
 		if r := send(t, ingress, "/v1/password/forgot", forgotBody, nil); r.Status != http.StatusAccepted {
@@ -269,15 +296,30 @@ func TestReplayIsTheFirstAnswer(t *testing.T) {
 	expectProblem(t, send(t, base, "/v1/admin/users/00000000-0000-0000-0000-000000000000/disable", "", adminWithKey(k2)),
 		http.StatusUnprocessableEntity, "idempotency_key_reused")
 
-	// A refusal is an answer too: its replay carries the first request id.
+	// A refusal did nothing and is not kept: the corrected request may
+	// use the same key.
 	k3 := testkit.Secret(t)
 	bad := `{"domain":"acme.11111.service","extension":"1 0","email":"x"}`
-	r1 := send(t, base, "/v1/admin/users", bad, adminWithKey(k3))
-	expectProblem(t, r1, http.StatusUnprocessableEntity, "validation_failed")
-	r2 := send(t, base, "/v1/admin/users", bad, adminWithKey(k3))
-	if r2.Status != r1.Status || !bytes.Equal(r2.Body, r1.Body) || r2.Header.Get("X-Request-Id") == r1.Header.Get("X-Request-Id") {
-		t.Fatalf("replayed refusal %d %s (request %s), first %d %s (request %s)",
-			r2.Status, r2.Body, r2.Header.Get("X-Request-Id"), r1.Status, r1.Body, r1.Header.Get("X-Request-Id"))
+	expectProblem(t, send(t, base, "/v1/admin/users", bad, adminWithKey(k3)), http.StatusUnprocessableEntity, "validation_failed")
+	fixed := strings.Replace(user, "1001", "1003", 1)
+	if r := send(t, base, "/v1/admin/users", fixed, adminWithKey(k3)); r.Status != http.StatusCreated || r.Header.Get("Idempotent-Replayed") != "" {
+		t.Fatalf("the corrected request under the same key: %d %s", r.Status, r.Body)
+	}
+}
+
+// Refused requests leave no record, however many keys they bring: the
+// table cannot be filled by anyone who can send a request.
+func TestRefusalsLeaveNoRecord(t *testing.T) {
+	s := apptest.Start(t, apptest.Options{})
+	for i := range 20 {
+		body := fmt.Sprintf(`{"token":%q,"new_password":"a fine new passphrase","confirm_password":"a fine new passphrase"}`, testkit.Secret(t))
+		expectProblem(t, send(t, s.Server.URL, "/v1/password/reset", body, withKey(fmt.Sprint("reset-", i))), http.StatusGone, "link_expired")
+		expectProblem(t, send(t, s.Server.URL, "/v1/password/forgot", `{"identifier":"a b"}`, withKey(fmt.Sprint("forgot-", i))),
+			http.StatusUnprocessableEntity, "validation_failed")
+	}
+	var n int
+	if err := s.DB.Pool.QueryRow(context.Background(), `SELECT count(*) FROM idempotency_keys`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("%d idempotency records (%v), want none", n, err)
 	}
 }
 
@@ -285,7 +327,7 @@ func TestReplayIsTheFirstAnswer(t *testing.T) {
 // Retry-After, never run: one event, one email; once the first has
 // answered, a retry gets its answer.
 func TestConcurrentRequestsWithOneKeyHaveOneEffect(t *testing.T) {
-	s, userID := mailStack(t)
+	s, userID := mailStack(t, nil)
 	ingress, js := faultyIngress(t, s)
 	key := testkit.Secret(t)
 	held, release := js.holdNext()
@@ -383,8 +425,8 @@ func TestResetAnswerIsReplayedButNotStoredInClear(t *testing.T) {
 	}
 }
 
-// Keys are the caller's own: the same key and body from another admin key,
-// or from another client address, is another request.
+// Keys are the caller's own: the same key from another admin key, or from
+// another client address, is another request.
 func TestKeysAreScopedToTheCaller(t *testing.T) {
 	s := apptest.Start(t, apptest.Options{Env: map[string]string{"TRUSTED_PROXIES": "127.0.0.1"}})
 	other, _, err := adminkeys.Create(context.Background(), s.App.Store, "ops", "")
@@ -392,23 +434,25 @@ func TestKeysAreScopedToTheCaller(t *testing.T) {
 		t.Fatal(err)
 	}
 	key := "order-42"
-	domain := `{"name":"acme.11111.service"}`
-	if r := send(t, s.Server.URL, "/v1/admin/domains", domain, adminWithKey(key)); r.Status != http.StatusCreated {
+	if r := send(t, s.Server.URL, "/v1/admin/domains", `{"name":"acme.11111.service"}`, adminWithKey(key)); r.Status != http.StatusCreated {
 		t.Fatalf("create: %d %s", r.Status, r.Body)
 	}
-	r := send(t, s.Server.URL, "/v1/admin/domains", domain, map[string]string{"Idempotency-Key": key, "Authorization": "Bearer " + other})
-	expectProblem(t, r, http.StatusConflict, "domain_exists") // run, not replayed
-	if r.Header.Get("Idempotent-Replayed") != "" {
-		t.Fatal("another admin key got the first one's answer")
+	r := send(t, s.Server.URL, "/v1/admin/domains", `{"name":"other.22222.service"}`,
+		map[string]string{"Idempotency-Key": key, "Authorization": "Bearer " + other})
+	if r.Status != http.StatusCreated {
+		t.Fatalf("another admin key, same key, another body: %d %s", r.Status, r.Body)
 	}
 
-	unknown := `{"identifier":"nobody@example.com"}`
-	a := send(t, s.Server.URL, "/v1/password/forgot", unknown, map[string]string{"Idempotency-Key": key, "X-Forwarded-For": "203.0.113.1"})
-	b := send(t, s.Server.URL, "/v1/password/forgot", unknown, map[string]string{"Idempotency-Key": key, "X-Forwarded-For": "203.0.113.2"})
-	c := send(t, s.Server.URL, "/v1/password/forgot", unknown, map[string]string{"Idempotency-Key": key, "X-Forwarded-For": "203.0.113.1"})
-	if a.Status != http.StatusNotFound || b.Status != http.StatusNotFound || b.Header.Get("Idempotent-Replayed") != "" ||
+	createUserWithEmail(t, s, "1001", "jason@example.com")
+	a := send(t, s.Server.URL, "/v1/password/forgot", forgotBody, map[string]string{"Idempotency-Key": key, "X-Forwarded-For": "203.0.113.1"})
+	b := send(t, s.Server.URL, "/v1/password/forgot", forgotBody, map[string]string{"Idempotency-Key": key, "X-Forwarded-For": "203.0.113.2"})
+	c := send(t, s.Server.URL, "/v1/password/forgot", forgotBody, map[string]string{"Idempotency-Key": key, "X-Forwarded-For": "203.0.113.1"})
+	if a.Status != http.StatusAccepted || b.Status != http.StatusAccepted || b.Header.Get("Idempotent-Replayed") != "" ||
 		c.Header.Get("Idempotent-Replayed") != "true" {
 		t.Fatalf("answers %d %v / %d %v / %d %v", a.Status, a.Header, b.Status, b.Header, c.Status, c.Header)
+	}
+	if n := streamCount(t, s, events.TypeResetRequested); n != 2 {
+		t.Fatalf("%d reset.requested, want 2: one per client address", n)
 	}
 }
 
@@ -441,7 +485,8 @@ func TestMalformedKeyIsRefused(t *testing.T) {
 	if n := streamCount(t, s, events.TypeResetRequested); n != 0 {
 		t.Fatalf("%d events published for refused requests", n)
 	}
-	if r := send(t, s.Server.URL, "/v1/password/forgot", forgotBody, withKey(strings.Repeat("k", 255))); r.Status != http.StatusNotFound {
+	if r := send(t, s.Server.URL, "/v1/password/forgot", forgotBody, withKey(strings.Repeat("k", 255))); r.Status != http.StatusNotFound ||
+		!strings.Contains(string(r.Body), "account_not_found") {
 		t.Fatalf("a 255-character key: %d %s", r.Status, r.Body)
 	}
 }
@@ -449,7 +494,7 @@ func TestMalformedKeyIsRefused(t *testing.T) {
 // A record lasts 24 hours: then the key is new, and the same request runs
 // (and sends) again; the sweep deletes what has expired.
 func TestKeysExpireAfter24Hours(t *testing.T) {
-	s, userID := mailStack(t)
+	s, userID := mailStack(t, nil)
 	key := testkit.Secret(t)
 	if r := send(t, s.Server.URL, "/v1/password/forgot", forgotBody, withKey(key)); r.Status != http.StatusAccepted {
 		t.Fatalf("forgot: %d %s", r.Status, r.Body)

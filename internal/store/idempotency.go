@@ -28,12 +28,13 @@ type IdempotencyClaim struct {
 
 // IdempotencyState is what a claim found. Exactly one of its parts is set:
 // Acquired (the request may run; its events are to be derived from
-// EffectID), Reused (the key belongs to another request), Answered (the
-// stored Status and sealed Answer), or InProgress (another request holds
-// the key now).
+// EffectID; Fresh when no earlier request ran under the record), Reused
+// (the key belongs to another request), Answered (the stored Status and
+// sealed Answer), or InProgress (another request holds the key now).
 type IdempotencyState struct {
 	Acquired   bool
 	EffectID   uuid.UUID
+	Fresh      bool
 	Reused     bool
 	Answered   bool
 	Status     int
@@ -51,12 +52,15 @@ func (s *Store) ClaimIdempotencyKey(ctx context.Context, c IdempotencyClaim, now
 	// A record can vanish (swept, or expired) between the two statements;
 	// the next round then inserts it afresh.
 	for range 3 {
+		fresh := uuid.New()
 		id, err := s.q.AcquireIdempotencyKey(ctx, s.pool, dbsqlc.AcquireIdempotencyKeyParams{
-			Key: c.Key, EffectID: uuid.New(), Fingerprint: c.Fingerprint, Now: now,
+			Key: c.Key, EffectID: fresh, Fingerprint: c.Fingerprint, Now: now,
 			LockedUntil: &lockedUntil, Holder: &c.Holder, ExpiredBefore: expired,
 		})
 		if err == nil {
-			return IdempotencyState{Acquired: true, EffectID: id}, nil
+			// The record keeps an earlier request's effect id unless it is
+			// new (inserted, or started afresh after the TTL).
+			return IdempotencyState{Acquired: true, EffectID: id, Fresh: id == fresh}, nil
 		}
 		if !errors.Is(err, pgx.ErrNoRows) {
 			return IdempotencyState{}, translate("claim idempotency key", err)
@@ -93,6 +97,16 @@ func (s *Store) AnswerIdempotencyKey(ctx context.Context, key []byte, holder uui
 		return false, translate("answer idempotency key", err)
 	}
 	return n == 1, nil
+}
+
+// ForgetIdempotencyKey deletes the record of a request that did nothing
+// (refused with a 4xx), if the request still holds it: the key may be used
+// again, and a flood of refused requests leaves nothing behind. Only for a
+// Fresh claim: a record an earlier try ran under may carry its effect.
+func (s *Store) ForgetIdempotencyKey(ctx context.Context, key []byte, holder uuid.UUID) error {
+	return translate("forget idempotency key", s.q.ForgetIdempotencyKey(ctx, s.pool, dbsqlc.ForgetIdempotencyKeyParams{
+		Key: key, Holder: &holder,
+	}))
 }
 
 // ReleaseIdempotencyKey ends the request's hold without an answer, so that

@@ -41,7 +41,7 @@ func TestClaimIdempotencyKey(t *testing.T) {
 
 	first := claimFor("k1", "request A")
 	st := claim(first, now)
-	if !st.Acquired || st.EffectID == uuid.Nil {
+	if !st.Acquired || !st.Fresh || st.EffectID == uuid.Nil {
 		t.Fatalf("new key: %+v", st)
 	}
 	effect := st.EffectID
@@ -57,7 +57,7 @@ func TestClaimIdempotencyKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	retry := claimFor("k1", "request A")
-	if st := claim(retry, now); !st.Acquired || st.EffectID != effect {
+	if st := claim(retry, now); !st.Acquired || st.Fresh || st.EffectID != effect {
 		t.Fatalf("after release: %+v, want the effect id %s", st, effect)
 	}
 	// The first holder can no longer answer: the key is the retry's.
@@ -87,12 +87,28 @@ func TestClaimIdempotencyKey(t *testing.T) {
 	// After the TTL the key is new: any request, a new effect id.
 	later := now.Add(24*time.Hour + time.Second)
 	st = claim(claimFor("k1", "request B"), later)
-	if !st.Acquired || st.EffectID == effect {
+	if !st.Acquired || !st.Fresh || st.EffectID == effect {
 		t.Fatalf("after the TTL: %+v", st)
 	}
+
+	// A refused request's record is forgotten, by its holder only.
+	refused := claimFor("k3", "request A")
+	claim(refused, now)
+	if err := s.ForgetIdempotencyKey(ctx, refused.Key, uuid.New()); err != nil {
+		t.Fatal(err)
+	}
+	if st := claim(claimFor("k3", "request B"), now); !st.Reused {
+		t.Fatalf("forgotten by another holder: %+v", st)
+	}
+	if err := s.ForgetIdempotencyKey(ctx, refused.Key, refused.Holder); err != nil {
+		t.Fatal(err)
+	}
+	if st := claim(claimFor("k3", "request B"), now); !st.Acquired || !st.Fresh {
+		t.Fatalf("after forgetting: %+v", st)
+	}
 	n, err := s.DeleteExpiredIdempotencyKeys(ctx, later.Add(-24*time.Hour))
-	if err != nil || n != 1 {
-		t.Fatalf("swept %d (%v), want k2 only", n, err)
+	if err != nil || n != 2 {
+		t.Fatalf("swept %d (%v), want k2 and k3", n, err)
 	}
 }
 
@@ -137,6 +153,7 @@ func TestIdempotencyStatementsFindRowsByIndex(t *testing.T) {
 		{"ClaimIdempotencyKey", func() error { _, err := s.ClaimIdempotencyKey(ctx, c, now); return err }},
 		{"ClaimIdempotencyKey (held)", func() error { _, err := s.ClaimIdempotencyKey(ctx, claimFor("plans", "request"), now); return err }},
 		{"ReleaseIdempotencyKey", func() error { return s.ReleaseIdempotencyKey(ctx, c.Key, c.Holder) }},
+		{"ForgetIdempotencyKey", func() error { return s.ForgetIdempotencyKey(ctx, c.Key, uuid.New()) }},
 		{"AnswerIdempotencyKey", func() error { _, err := s.AnswerIdempotencyKey(ctx, c.Key, c.Holder, 202, []byte("x")); return err }},
 		{"DeleteExpiredIdempotencyKeys", func() error { _, err := s.DeleteExpiredIdempotencyKeys(ctx, now.Add(-time.Hour)); return err }},
 	} {

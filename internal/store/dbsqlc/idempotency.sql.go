@@ -100,6 +100,21 @@ func (q *Queries) DeleteExpiredIdempotencyKeys(ctx context.Context, db DBTX, exp
 	return result.RowsAffected(), nil
 }
 
+const forgetIdempotencyKey = `-- name: ForgetIdempotencyKey :exec
+DELETE FROM idempotency_keys WHERE key = $1 AND holder = $2
+`
+
+type ForgetIdempotencyKeyParams struct {
+	Key    []byte
+	Holder *uuid.UUID
+}
+
+// Forgets a key whose request was refused (4xx): nothing was done.
+func (q *Queries) ForgetIdempotencyKey(ctx context.Context, db DBTX, arg ForgetIdempotencyKeyParams) error {
+	_, err := db.Exec(ctx, forgetIdempotencyKey, arg.Key, arg.Holder)
+	return err
+}
+
 const getIdempotencyKey = `-- name: GetIdempotencyKey :one
 SELECT fingerprint, status, answer, locked_until FROM idempotency_keys
 WHERE key = $1 AND created_at > $2::timestamptz
