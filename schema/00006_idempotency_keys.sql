@@ -2,10 +2,11 @@
 
 -- Idempotency-Key records of the ingress (SPEC §5.9): one row per key a
 -- caller sent to a route, for 24 hours from its first request. A retry with
--- the same key and request gets the stored answer; while the first request
--- runs, the row is held (locked_until), and a request that failed in a way
--- worth retrying (5xx, 429) releases it without an answer, keeping
--- effect_id, so that the retry publishes its events under the same ids.
+-- the same key and request gets the stored answer (successes only); while
+-- the first request runs, the row is held (locked_until). A request whose
+-- outcome is unknown or that is to be retried (5xx, 429) releases it without
+-- an answer, keeping effect_id, so that the retry publishes its events under
+-- the same ids; a refused one (4xx) did nothing, and its row is deleted.
 --
 -- Nothing a client sent is stored in clear: key is the SHA-256 of the
 -- caller's scope (admin key id or client address), the route and the
