@@ -248,18 +248,17 @@ func (a *App) Handler() http.Handler {
 // within one window plus those recovered within one period.
 const rateLimitSweepEvery = 30 * time.Second
 
-// startRateLimitSweep starts, once, the sweep of the limiters' table; Close
-// stops it. Every ingress process sweeps (the deletes are idempotent), so the
-// table stays bounded whichever processes run.
+// startRateLimitSweep starts, once, the sweeps of the limiters' table and of
+// the Idempotency-Key records; Close stops them. Every ingress process sweeps
+// (the deletes are idempotent), so the tables stay bounded whichever
+// processes run.
 func (a *App) startRateLimitSweep() {
 	a.sweepOnce.Do(func() {
 		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		a.stopSweep = func() { cancel(); <-done }
-		go func() {
-			defer close(done)
-			ratelimit.Sweep(ctx, a.Store, rateLimitSweepEvery, a.now, a.Log)
-		}()
+		var wg sync.WaitGroup
+		a.stopSweep = func() { cancel(); wg.Wait() }
+		wg.Go(func() { ratelimit.Sweep(ctx, a.Store, rateLimitSweepEvery, a.now, a.Log) })
+		wg.Go(func() { httpapi.SweepIdempotencyKeys(ctx, a.Store, rateLimitSweepEvery, a.now, a.Log) })
 	})
 }
 

@@ -87,18 +87,25 @@ func (s *Server) opsRoutes() {
 
 func (s *Server) routes() {
 	s.opsRoutes()
-	s.handle("POST /v1/admin/domains", s.admin(s.createDomain))
-	s.handle("POST /v1/admin/users", s.admin(s.createUsers))
+	// The POST routes that publish or change state honour Idempotency-Key
+	// (see idempotent), after authentication, which scopes the keys. Not
+	// login: a retry has no effect worth suppressing (one more session, no
+	// email), and a stored fingerprint of its body would be a fast check of
+	// a password. Not logout: its retry answers 401, which says what the
+	// client wants to know, that the session is over. Not inspect: it only
+	// reads.
+	s.handle("POST /v1/admin/domains", s.admin(s.idempotent(s.createDomain)))
+	s.handle("POST /v1/admin/users", s.admin(s.idempotent(s.createUsers)))
 	s.handle("GET /v1/admin/users", s.admin(s.listUsers))
 	s.handle("GET /v1/admin/dead-letters", s.admin(s.listDeadLetters))
-	s.handle("POST /v1/admin/users/{id}/password-reset", s.admin(s.adminPasswordReset))
-	s.handle("POST /v1/admin/users/{id}/disable", s.admin(s.setStatus(accounts.StatusDisabled)))
-	s.handle("POST /v1/admin/users/{id}/enable", s.admin(s.setStatus(accounts.StatusActive)))
+	s.handle("POST /v1/admin/users/{id}/password-reset", s.admin(s.idempotent(s.adminPasswordReset)))
+	s.handle("POST /v1/admin/users/{id}/disable", s.admin(s.idempotent(s.setStatus(accounts.StatusDisabled))))
+	s.handle("POST /v1/admin/users/{id}/enable", s.admin(s.idempotent(s.setStatus(accounts.StatusActive))))
 	s.handle("GET /v1/admin/deliveries", s.admin(s.listDeliveries))
 
-	s.handle("POST /v1/password/forgot", s.forgotPassword)
+	s.handle("POST /v1/password/forgot", s.idempotent(s.forgotPassword))
 	s.handle("POST /v1/tokens/inspect", s.inspectToken)
-	s.handle("POST /v1/password/reset", s.resetPassword)
+	s.handle("POST /v1/password/reset", s.idempotent(s.resetPassword))
 	s.handle("POST /v1/login", s.login)
 	s.handle("GET /v1/me", s.authenticated(s.me))
 	s.handle("POST /v1/logout", s.authenticated(s.logout))

@@ -20,6 +20,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"golang.org/x/net/idna"
 	"golang.org/x/text/unicode/norm"
 )
 
@@ -69,6 +70,14 @@ func LoginName(raw string) (string, bool) {
 // Email returns the canonical form of an email address, or false when raw is
 // not a bare address (RFC 5322 addr-spec, no display name, no comments) of at
 // most MaxEmailBytes without control characters.
+//
+// International addresses are accepted (RFC 6531: anna@bücher.example,
+// 用户@例子.广告), provided a non-ASCII domain has an A-label (IDNA2008
+// lookup profile, UTS #46) with which the address still fits MaxEmailBytes:
+// that is the name a mail server without SMTPUTF8 is given, and the name
+// DNS resolves. A non-ASCII local part is accepted too, although only a
+// server offering SMTPUTF8 can deliver to it (the mailer fails such a
+// delivery permanently, saying so, with any other server).
 func Email(raw string) (string, bool) {
 	s := canonical(raw)
 	if s == "" || len(s) > MaxEmailBytes || strings.ContainsFunc(s, unicode.IsControl) ||
@@ -79,7 +88,23 @@ func Email(raw string) (string, bool) {
 	if err != nil || a.Name != "" || a.Address != s || !strings.Contains(s, "@") {
 		return "", false
 	}
+	at := strings.LastIndexByte(s, '@')
+	if domain := s[at+1:]; !isASCII(domain) {
+		ascii, err := idna.Lookup.ToASCII(domain)
+		if err != nil || at+1+len(ascii) > MaxEmailBytes {
+			return "", false
+		}
+	}
 	return s, true
+}
+
+func isASCII(s string) bool {
+	for i := range len(s) {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
 }
 
 // Recovery returns the canonical form of what a user types to name their

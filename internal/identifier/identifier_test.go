@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"golang.org/x/net/idna"
 )
 
 func TestLoginName(t *testing.T) {
@@ -53,6 +55,15 @@ func TestEmail(t *testing.T) {
 		"jason":                                   false,
 		"jason@example.com\r\nBcc: x@y":           false,
 		strings.Repeat("a", 243) + "@example.com": false, // 255 bytes
+		"anna@bücher.example":                     true,
+		"anna@Bücher.example":                     true,
+		"用户@例子.广告":                                true, // deliverable through SMTPUTF8 only
+		"anna@xn--bcher-kva.example":              true,
+		"anna@-bücher.example":                    false, // no A-label: a label starts with a hyphen
+		"anna@bücher-.example":                    false,
+		// ü.de is xn--tda.de: 5 bytes more. Fits as typed, not as sent.
+		strings.Repeat("a", 244) + "@ü.de": false,
+		strings.Repeat("a", 243) + "@ü.de": true,
 	} {
 		if _, got := Email(raw); got != ok {
 			t.Errorf("Email(%q) = %v, want %v", raw, got, ok)
@@ -103,6 +114,31 @@ func FuzzEmailIsRecoverable(f *testing.F) {
 		}
 		if _, ok := Recovery(email); !ok {
 			t.Fatalf("Email accepts %q but Recovery refuses it", email)
+		}
+	})
+}
+
+// FuzzEmailHasAnASCIIDomain: every email address accepted at creation has a
+// domain a mail server without SMTPUTF8 can be given (its A-label), and the
+// address still fits RFC 5321's path with it.
+func FuzzEmailHasAnASCIIDomain(f *testing.F) {
+	for _, seed := range []string{"anna@bücher.example", "用户@例子.广告", "a@b.c", "anna@-bücher.example", "a@[127.0.0.1]", "x@ß.de"} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		email, ok := Email(raw)
+		if !ok {
+			return
+		}
+		at := strings.LastIndexByte(email, '@')
+		ascii, err := idna.Lookup.ToASCII(email[at+1:])
+		if !isASCII(email[at+1:]) {
+			if err != nil {
+				t.Fatalf("Email accepts %q, whose domain has no A-label: %v", email, err)
+			}
+			if at+1+len(ascii) > MaxEmailBytes {
+				t.Fatalf("Email accepts %q, %d bytes with its A-label", email, at+1+len(ascii))
+			}
 		}
 	})
 }

@@ -18,12 +18,15 @@ import (
 type stage string
 
 const (
-	stageConnect   stage = "connect"
-	stageMailFrom  stage = "MAIL FROM"
-	stageRcptTo    stage = "RCPT TO"
-	stageData      stage = "DATA"
-	stageContent   stage = "message data"
-	stageEndOfData stage = "end of data"
+	stageConnect stage = "connect"
+	// stageCapabilities is the choice of a rendering for what the server
+	// offers; its failure sends nothing, and leaves the connection usable.
+	stageCapabilities stage = "capabilities"
+	stageMailFrom     stage = "MAIL FROM"
+	stageRcptTo       stage = "RCPT TO"
+	stageData         stage = "DATA"
+	stageContent      stage = "message data"
+	stageEndOfData    stage = "end of data"
 )
 
 // conn is one SMTP connection of the pool.
@@ -53,6 +56,8 @@ type outcome struct {
 // or fresh is set. A connection that saw any error is closed rather than
 // returned to the pool: after a refusal or a timeout its session state is
 // not worth reasoning about, and a new connection is cheap at our rates.
+// The exception is a message the server cannot take (ErrNeedsSMTPUTF8),
+// refused before any command was sent.
 func (s *Sender) attempt(ctx context.Context, p *prepared, fresh bool) (outcome, error) {
 	var c *conn
 	if !fresh {
@@ -72,10 +77,23 @@ func (s *Sender) attempt(ctx context.Context, p *prepared, fresh bool) (outcome,
 		o.stage = stageConnect
 		err = s.dial(ctx, c)
 	}
+	var f *form
 	if err == nil {
-		o.stage, o.reply, err = c.transact(ctx, p.from, p.to, p.data)
+		o.stage = stageCapabilities
+		// go-mail's Mail asks for SMTPUTF8 whenever the server offers it,
+		// so the message as given may then go out as it is.
+		smtputf8, _ := c.client.Extension("SMTPUTF8")
+		f, err = p.formFor(smtputf8)
 	}
-	if cut := !stop(); err != nil || cut {
+	if err == nil {
+		o.stage, o.reply, err = c.transact(ctx, f.from, f.to, f.data)
+	}
+	cut := !stop()
+	if o.stage == stageCapabilities && err != nil && !cut {
+		s.putIdle(c)
+		return o, err
+	}
+	if err != nil || cut {
 		// Even a success whose context ended at the last moment leaves a
 		// connection that abort may have closed under it.
 		c.abort()

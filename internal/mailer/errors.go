@@ -13,6 +13,13 @@ import (
 // header. Sending it again can never succeed, so Temporary reports false.
 var ErrInvalidMessage = errors.New("invalid message")
 
+// ErrNeedsSMTPUTF8 marks a message that has an address with a non-ASCII
+// local part (用户@example.com) for a server that does not offer SMTPUTF8:
+// only that extension can carry such a mailbox's name (RFC 6531), and an
+// A-label stands in for a domain only. Nothing was sent. Temporary reports
+// false: the server would have to change first.
+var ErrNeedsSMTPUTF8 = errors.New("the SMTP server does not offer SMTPUTF8, which an address with a non-ASCII local part needs (RFC 6531)")
+
 // ErrClosed is returned by Send after Close.
 var ErrClosed = errors.New("mailer: sender closed")
 
@@ -58,7 +65,7 @@ func (e *SMTPError) Temporary() bool { return e.Code/100 != 5 }
 // Temporary reports whether sending the same message again could succeed:
 // true for 4xx replies, timeouts, refused or dropped connections (a server
 // closing without a reply included) and cancelled contexts; false for 5xx
-// replies and for messages refused as invalid. An error it cannot place
+// replies, for messages refused as invalid, and for ErrNeedsSMTPUTF8. An error it cannot place
 // counts as temporary, because a retry is bounded by the caller's attempt
 // limit and ends as a visible dead letter, whereas calling it permanent
 // would give up on a mail that might have gone through.
@@ -68,7 +75,7 @@ func (e *SMTPError) Temporary() bool { return e.Code/100 != 5 }
 // delivered; the caller's stable Message-ID is what lets a duplicate be
 // recognised.
 func Temporary(err error) bool {
-	if err == nil || errors.Is(err, ErrInvalidMessage) {
+	if err == nil || errors.Is(err, ErrInvalidMessage) || errors.Is(err, ErrNeedsSMTPUTF8) {
 		return false
 	}
 	if se, ok := errors.AsType[*SMTPError](err); ok {

@@ -2,6 +2,7 @@ package mailer
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
 	"mime"
 	netmail "net/mail"
@@ -11,6 +12,7 @@ import (
 	"unicode/utf8"
 
 	mail "github.com/wneessen/go-mail"
+	"golang.org/x/net/idna"
 )
 
 // Message is one email to one recipient.
@@ -44,13 +46,41 @@ const (
 // prepared is a validated message rendered to its final bytes, so nothing
 // about its content can fail once a connection is in use.
 type prepared struct {
-	// from and to are the envelope addresses in the "<addr>" form that
-	// go-mail's MAIL and RCPT commands expect.
-	from, to string
+	// intl is the message as given: its envelope and its From and To
+	// headers may hold UTF-8 addresses (RFC 6531, RFC 6532), which only a
+	// server offering SMTPUTF8 may be sent.
+	intl form
+	// ascii is the same message with every address's domain written as its
+	// A-label (RFC 5890: anna@xn--bcher-kva.example), for a server without
+	// SMTPUTF8. It is nil when an address's local part is not ASCII: such a
+	// mailbox has no ASCII name, and only SMTPUTF8 can reach it; asciiErr
+	// then says which address. When every address is ASCII, ascii is &intl.
+	ascii    *form
+	asciiErr error
 	// domain is the recipient's domain, the only part of the address that
 	// is logged.
 	domain string
-	data   []byte
+}
+
+// form is one rendering of a message: the envelope addresses, in the
+// "<addr>" form that go-mail's MAIL and RCPT commands expect, and the data.
+type form struct {
+	from, to string
+	data     []byte
+}
+
+// formFor picks the rendering a server can take: the message as given when
+// it offers SMTPUTF8, else the A-label one. The error wraps ErrNeedsSMTPUTF8
+// when the message has no ASCII rendering.
+func (p *prepared) formFor(smtputf8 bool) (*form, error) {
+	switch {
+	case smtputf8:
+		return &p.intl, nil
+	case p.ascii == nil:
+		return nil, p.asciiErr
+	default:
+		return p.ascii, nil
+	}
 }
 
 // prepare validates m and renders it. Every error wraps ErrInvalidMessage
@@ -105,14 +135,44 @@ func (m Message) prepare() (*prepared, error) {
 		}
 	}
 
+	p := &prepared{domain: domainOf(to.Address)}
+	if p.intl, err = m.render(from.Address, to.Address, msgID); err != nil {
+		return nil, err
+	}
+	asciiFrom, fromErr, err := asciiAddress("from address", from.Address)
+	if err != nil {
+		return nil, err
+	}
+	asciiTo, toErr, err := asciiAddress("to address", to.Address)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case fromErr != nil || toErr != nil:
+		// The sender's first: it is configuration, and fails every mail.
+		p.asciiErr = cmp.Or(fromErr, toErr)
+	case asciiFrom == from.Address && asciiTo == to.Address:
+		p.ascii = &p.intl
+	default:
+		f, err := m.render(asciiFrom, asciiTo, msgID)
+		if err != nil {
+			return nil, err
+		}
+		p.ascii = &f
+	}
+	return p, nil
+}
+
+// render writes the message with the given envelope and header addresses.
+func (m Message) render(from, to, msgID string) (form, error) {
 	// The default User-Agent would advertise the library and its version
 	// to every recipient for no benefit.
 	msg := mail.NewMsg(mail.WithNoDefaultUserAgent())
 	// From and To are rendered here rather than by go-mail, which would
 	// use net/mail's rendering as is (see addressHeader). The envelope does
 	// not come from these headers: transact is given it directly.
-	msg.SetGenHeaderPreformatted(mail.Header(mail.HeaderFrom), addressHeader(m.FromName, from.Address))
-	msg.SetGenHeaderPreformatted(mail.Header(mail.HeaderTo), addressHeader(m.ToName, to.Address))
+	msg.SetGenHeaderPreformatted(mail.Header(mail.HeaderFrom), addressHeader(m.FromName, from))
+	msg.SetGenHeaderPreformatted(mail.Header(mail.HeaderTo), addressHeader(m.ToName, to))
 	msg.Subject(m.Subject)
 	if msgID != "" {
 		msg.SetMessageIDWithValue(msgID)
@@ -132,14 +192,41 @@ func (m Message) prepare() (*prepared, error) {
 
 	var buf bytes.Buffer
 	if _, err := msg.WriteTo(&buf); err != nil {
-		return nil, fmt.Errorf("mailer: %w: render: %w", ErrInvalidMessage, err)
+		return form{}, fmt.Errorf("mailer: %w: render: %w", ErrInvalidMessage, err)
 	}
-	return &prepared{
-		from:   envelopeAddress(from.Address),
-		to:     envelopeAddress(to.Address),
-		domain: domainOf(to.Address),
-		data:   buf.Bytes(),
-	}, nil
+	return form{from: envelopeAddress(from), to: envelopeAddress(to), data: buf.Bytes()}, nil
+}
+
+// asciiAddress returns addr with its domain as an A-label, converted by the
+// IDNA2008 lookup profile (UTS #46 mapping: "Bücher.example" and
+// "bücher.example" are both xn--bcher-kva.example). An ASCII addr, domain
+// literals included, is returned as it is. needs is set instead, wrapping
+// ErrNeedsSMTPUTF8, when the local part is not ASCII; err, wrapping
+// ErrInvalidMessage, when the domain has no A-label (a disallowed
+// character, a label beginning with a hyphen): no server could route it.
+func asciiAddress(field, addr string) (ascii string, needs, err error) {
+	if isASCII(addr) {
+		return addr, nil, nil
+	}
+	at := strings.LastIndexByte(addr, '@')
+	local, domain := addr[:at], addr[at+1:]
+	if !isASCII(local) {
+		return "", fmt.Errorf("%s: %w", field, ErrNeedsSMTPUTF8), nil
+	}
+	aDomain, err := idna.Lookup.ToASCII(domain)
+	if err != nil {
+		return "", nil, invalid(field + " has a domain with no ASCII form (IDNA)")
+	}
+	return local + "@" + aDomain, nil, nil
+}
+
+func isASCII(s string) bool {
+	for i := range len(s) {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
 }
 
 func invalid(reason string) error {

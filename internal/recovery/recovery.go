@@ -163,6 +163,10 @@ func (s *Service) publish(ctx context.Context, data ResetRequested) error {
 	if err != nil {
 		return err
 	}
+	// Under an Idempotency-Key, a retry publishes the same event.
+	if id, ok := events.DerivedID(ctx, e.Type); ok {
+		e.ID = id
+	}
 	_, err = s.publisher.Publish(ctx, e)
 	return err
 }

@@ -23,6 +23,9 @@ type Message struct {
 	From string
 	// To are the envelope recipients (RCPT TO) the server accepted.
 	To []string
+	// SMTPUTF8 reports that MAIL FROM carried the SMTPUTF8 parameter
+	// (RFC 6531), which only a server with Config.SMTPUTF8 accepts.
+	SMTPUTF8 bool
 	// Data is the message exactly as received: headers, blank line, body,
 	// with CRLF line endings and dot-stuffing removed.
 	Data []byte

@@ -35,6 +35,12 @@ type Config struct {
 	// MaxMessageBytes makes DATA larger than this fail with 552 5.3.4.
 	// Zero means unlimited.
 	MaxMessageBytes int64
+	// SMTPUTF8 advertises the SMTPUTF8 extension (RFC 6531). Either way, a
+	// MAIL FROM or RCPT TO address holding a non-ASCII character is refused
+	// with 553 5.6.7 unless the transaction's MAIL FROM asked for SMTPUTF8,
+	// as a relay without the extension refuses it; so a client that fails
+	// to send A-labels (or to ask for SMTPUTF8) is caught. Default false.
+	SMTPUTF8 bool
 
 	// OnRcpt, if set, decides every RCPT TO. Returning a Reply with a 4xx or
 	// 5xx code rejects that recipient only; nil accepts it. This is where
@@ -112,8 +118,12 @@ type Stats struct {
 	// Dropped counts messages fully received whose connection was then cut
 	// before any reply (DropNext): the client cannot know they arrived.
 	Dropped uint64
-	// RcptRejected counts RCPT TO commands refused by OnRcpt.
+	// RcptRejected counts RCPT TO commands refused by OnRcpt, or for a
+	// non-ASCII address without SMTPUTF8.
 	RcptRejected uint64
+	// MailRejected counts MAIL FROM commands refused for a non-ASCII
+	// address without SMTPUTF8.
+	MailRejected uint64
 	// Auths counts successful AUTH commands.
 	Auths uint64
 }
@@ -189,6 +199,7 @@ func New(cfg Config) (*Server, error) {
 	srv.Addr = cfg.Addr
 	srv.Domain = cfg.Domain
 	srv.MaxMessageBytes = cfg.MaxMessageBytes
+	srv.EnableSMTPUTF8 = cfg.SMTPUTF8
 	// Plain text only: the senders under test are configured without TLS
 	// against this server, and AUTH must still work so credentials are seen.
 	srv.AllowInsecureAuth = true

@@ -889,3 +889,55 @@ func TestFailNextRejectsNonFailureCodes(t *testing.T) {
 		}()
 	}
 }
+
+// Without SMTPUTF8 the server refuses non-ASCII addresses as a real relay
+// does; with it, a client that asks (net/smtp does when it is offered) may
+// send them, and the message records that it asked.
+func TestSMTPUTF8(t *testing.T) {
+	t.Parallel()
+	t.Run("not offered", func(t *testing.T) {
+		t.Parallel()
+		srv := smtptest.NewStarted(t, smtptest.Config{})
+		c := dialNetSMTP(t, srv)
+		if ok, _ := c.Extension("SMTPUTF8"); ok {
+			t.Fatal("SMTPUTF8 offered by default")
+		}
+		if err := c.Mail("zoë@latchkey.test"); replyCode(t, err) != 553 {
+			t.Fatalf("MAIL with a non-ASCII address = %v, want 553", err)
+		}
+		if err := c.Mail("a@latchkey.test"); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Rcpt("anna@bücher.example"); replyCode(t, err) != 553 {
+			t.Fatalf("RCPT with a non-ASCII address = %v, want 553", err)
+		}
+		if err := c.Reset(); err != nil {
+			t.Fatal(err)
+		}
+		if err := sendNetSMTP(c, "a@latchkey.test", "anna@xn--bcher-kva.example", "A-label"); err != nil {
+			t.Fatalf("send to the A-label: %v", err)
+		}
+		msgs := srv.Messages()
+		if len(msgs) != 1 || msgs[0].To[0] != "anna@xn--bcher-kva.example" || msgs[0].SMTPUTF8 {
+			t.Fatalf("recorded %+v", msgs)
+		}
+		if st := srv.Stats(); st.MailRejected != 1 || st.RcptRejected != 1 {
+			t.Errorf("Stats = %+v, want one MAIL and one RCPT refused", st)
+		}
+	})
+	t.Run("offered", func(t *testing.T) {
+		t.Parallel()
+		srv := smtptest.NewStarted(t, smtptest.Config{SMTPUTF8: true})
+		c := dialNetSMTP(t, srv)
+		if ok, _ := c.Extension("SMTPUTF8"); !ok {
+			t.Fatal("SMTPUTF8 not offered")
+		}
+		if err := sendNetSMTP(c, "zoë@latchkey.test", "anna@bücher.example", "U-label"); err != nil {
+			t.Fatalf("send: %v", err)
+		}
+		msgs := srv.Messages()
+		if len(msgs) != 1 || msgs[0].From != "zoë@latchkey.test" || msgs[0].To[0] != "anna@bücher.example" || !msgs[0].SMTPUTF8 {
+			t.Fatalf("recorded %+v", msgs)
+		}
+	})
+}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"slices"
 	"time"
+	"unicode/utf8"
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
@@ -32,6 +33,7 @@ type session struct {
 
 	authUser string
 	from     string
+	smtputf8 bool
 	to       []string
 }
 
@@ -73,13 +75,42 @@ func (ss *session) authenticate(username, password string) error {
 	return nil
 }
 
-func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
+func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
+	utf8 := opts != nil && opts.UTF8
+	if !utf8 && !isASCII(from) {
+		ss.s.count(func(st *Stats) { st.MailRejected++ })
+		return nonASCIIAddress()
+	}
 	ss.from = from
+	ss.smtputf8 = utf8
 	ss.to = nil
 	return nil
 }
 
+// nonASCIIAddress is RFC 6531 section 3.7.4.1's reply to an address that
+// needs SMTPUTF8 in a transaction that did not ask for it.
+func nonASCIIAddress() *smtp.SMTPError {
+	return &smtp.SMTPError{
+		Code:         553,
+		EnhancedCode: smtp.EnhancedCode{5, 6, 7},
+		Message:      "smtptest: non-ASCII address without SMTPUTF8",
+	}
+}
+
+func isASCII(s string) bool {
+	for i := range len(s) {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
+}
+
 func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if !ss.smtputf8 && !isASCII(to) {
+		ss.s.count(func(st *Stats) { st.RcptRejected++ })
+		return nonASCIIAddress()
+	}
 	if hook := ss.s.cfg.OnRcpt; hook != nil {
 		if r := hook(ss.s.stopCtx, ss.from, to); r != nil && r.isFailure() {
 			ss.s.count(func(st *Stats) { st.RcptRejected++ })
@@ -105,6 +136,7 @@ func (ss *session) Data(r io.Reader) error {
 	msg := Message{
 		From:       ss.from,
 		To:         slices.Clone(ss.to),
+		SMTPUTF8:   ss.smtputf8,
 		Data:       data,
 		ReceivedAt: ss.s.cfg.Now(),
 		ConnID:     ss.connID,
@@ -161,6 +193,7 @@ func (ss *session) Data(r io.Reader) error {
 
 func (ss *session) Reset() {
 	ss.from = ""
+	ss.smtputf8 = false
 	ss.to = nil
 }
 

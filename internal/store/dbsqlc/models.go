@@ -54,6 +54,17 @@ type Domain struct {
 	CreatedAt time.Time
 }
 
+type IdempotencyKey struct {
+	Key         []byte
+	EffectID    uuid.UUID
+	Fingerprint []byte
+	CreatedAt   time.Time
+	LockedUntil *time.Time
+	Holder      *uuid.UUID
+	Status      *int16
+	Answer      []byte
+}
+
 type MailDelivery struct {
 	ID              uuid.UUID
 	IdempotencyKey  string
