@@ -14,11 +14,11 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"net/netip"
-	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/latchkey/latchkey/internal/coalesce"
 	"github.com/latchkey/latchkey/internal/store"
 )
 
@@ -37,38 +37,25 @@ type Store interface {
 // a key, though they share the store.
 //
 // Every event is a write to PostgreSQL, so a limiter coalesces the events
-// that arrive while its statement is in flight into its next statement: one
-// round trip decides them all (the events of one key as a count). At most
-// one statement per limiter is in flight in a process, so under load a
-// request waits for at most the statement before its own, and the cost per
-// request falls as the load rises.
+// that arrive while its statement is in flight into its next statement
+// (internal/coalesce): one round trip decides them all, the events of one
+// key as a count. Under load a request waits for at most the statement
+// before its own, and the cost per request falls as the load rises.
 type Limiter struct {
 	store    Store
 	name     string
 	interval time.Duration // between events at the sustained rate
 	burst    time.Duration // how far ahead of now a key's TAT may run
 	now      func() time.Time
-
-	mu       sync.Mutex
-	queue    []*waiter // events not yet in a statement
-	flushing bool      // a statement is in flight, or a waiter was chosen to send the next
+	batcher  *coalesce.Batcher[[]byte, Decision]
 }
 
-// waiter is one Allow call waiting for its statement.
-type waiter struct {
-	key    []byte
-	result chan outcome  // buffered: the flusher never blocks on it
-	lead   chan struct{} // closed when this waiter is to send the next statement
-	chosen bool          // under Limiter.mu: lead was closed
-}
-
-type outcome struct {
-	decision Decision
-	err      error
-}
-
-// maxBatch bounds the events of one statement (its arrays and its locks).
-const maxBatch = 512
+// maxBatch bounds the events of one statement (its arrays and its locks);
+// statementTimeout bounds one statement for the callers it decides.
+const (
+	maxBatch         = 512
+	statementTimeout = 10 * time.Second
+)
 
 // New allows count events per window for each key, in a burst or spread
 // out. name separates this limiter's keys from other limiters' in the store.
@@ -79,7 +66,9 @@ func New(st Store, name string, count int, window time.Duration, now func() time
 		now = time.Now
 	}
 	interval := window / time.Duration(count)
-	return &Limiter{store: st, name: name, interval: interval, burst: window - interval, now: now}
+	l := &Limiter{store: st, name: name, interval: interval, burst: window - interval, now: now}
+	l.batcher = coalesce.New(maxBatch, statementTimeout, l.decide)
+	return l
 }
 
 // Decision is the outcome of Allow.
@@ -94,115 +83,39 @@ type Decision struct {
 // when PostgreSQL cannot be reached) or ctx's; the caller must not treat it
 // as allowed. An event whose caller gave up may still be counted.
 func (l *Limiter) Allow(ctx context.Context, key string) (Decision, error) {
-	w := &waiter{key: l.digest(key), result: make(chan outcome, 1), lead: make(chan struct{})}
-	l.mu.Lock()
-	l.queue = append(l.queue, w)
-	if !l.flushing {
-		l.flushing, w.chosen = true, true
-		close(w.lead)
-	}
-	l.mu.Unlock()
-	for {
-		select {
-		case o := <-w.result:
-			return o.decision, o.err
-		case <-w.lead:
-			l.flush(ctx)
-			w.lead = nil // led once; now wait for the result
-		case <-ctx.Done():
-			if l.leave(w) {
-				// Chosen to send the next statement: send it for the
-				// others before leaving.
-				l.flush(ctx)
-			}
-			return Decision{}, ctx.Err()
-		}
-	}
+	return l.batcher.Do(ctx, l.digest(key))
 }
 
-// leave withdraws a waiter whose caller gave up. It reports true when the
-// waiter was chosen to send the next statement and has not yet: it must send
-// it, or the queue would wait forever. A waiter already in a statement is
-// decided anyway (its event may be counted).
-func (l *Limiter) leave(w *waiter) (mustFlush bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if w.chosen {
-		return w.lead != nil
-	}
-	for i, q := range l.queue {
-		if q == w {
-			l.queue = append(l.queue[:i:i], l.queue[i+1:]...)
-			break
-		}
-	}
-	return false
-}
-
-// flush sends one statement for the queued events, delivers its outcomes,
-// and hands the next statement to the first waiter still queued, so that no
-// caller sends statements for others for longer than its own.
-func (l *Limiter) flush(ctx context.Context) {
-	l.mu.Lock()
-	n := min(len(l.queue), maxBatch)
-	batch := l.queue[:n:n]
-	l.queue = l.queue[n:]
-	l.mu.Unlock()
-
-	if len(batch) > 0 {
-		// The statement decides for every waiter in it: it must not end
-		// with the one that happens to send it.
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), statementTimeout)
-		l.decide(sctx, batch)
-		cancel()
-	}
-
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.queue) == 0 {
-		l.flushing = false
-		return
-	}
-	next := l.queue[0]
-	next.chosen = true
-	close(next.lead)
-}
-
-// statementTimeout bounds one statement for the waiters it decides.
-const statementTimeout = 10 * time.Second
-
-// decide takes a batch's events in one statement, the events of one key
-// as a count, and answers every waiter: the first ones of a key allowed, as
-// many as the limit lets through.
-func (l *Limiter) decide(ctx context.Context, batch []*waiter) {
+// decide takes a batch's events in one statement, the events of one key as
+// a count, and answers each: the first ones of a key allowed, as many as the
+// limit lets through.
+func (l *Limiter) decide(ctx context.Context, keys [][]byte) ([]Decision, error) {
 	slot := map[string]int{}
 	var takes []store.RateTake
-	for _, w := range batch {
-		i, ok := slot[string(w.key)]
+	for _, k := range keys {
+		i, ok := slot[string(k)]
 		if !ok {
 			i = len(takes)
-			slot[string(w.key)] = i
-			takes = append(takes, store.RateTake{Key: w.key, Interval: l.interval, Burst: l.burst})
+			slot[string(k)] = i
+			takes = append(takes, store.RateTake{Key: k, Interval: l.interval, Burst: l.burst})
 		}
 		takes[i].Count++
 	}
 	taken, err := l.store.TakeRateLimits(ctx, l.now, takes)
 	if err != nil {
-		err = fmt.Errorf("rate limit %s: %w", l.name, err)
-		for _, w := range batch {
-			w.result <- outcome{err: err}
-		}
-		return
+		return nil, fmt.Errorf("rate limit %s: %w", l.name, err)
 	}
-	for _, w := range batch {
-		t := &taken[slot[string(w.key)]]
+	out := make([]Decision, len(keys))
+	for i, k := range keys {
+		t := &taken[slot[string(k)]]
 		if t.Allowed > 0 {
 			t.Allowed--
-			w.result <- outcome{decision: Decision{Allowed: true}}
+			out[i] = Decision{Allowed: true}
 		} else {
-			w.result <- outcome{decision: Decision{RetryAfter: t.RetryAfter}}
+			out[i] = Decision{RetryAfter: t.RetryAfter}
 		}
 	}
+	return out, nil
 }
 
 // digest hashes the limiter's name and the key, so what clients typed (an
