@@ -318,9 +318,9 @@ func (a *App) Serve(ctx context.Context, addr string, h http.Handler, ready func
 // Handlers are the production event handlers of every role. The mailer's
 // SMTP connections open on first use.
 func (a *App) Handlers() (Handlers, error) {
-	// One SMTP exchange takes at most smtpTimeout plus the sender's second
+	// One SMTP exchange takes at most SMTP_TIMEOUT plus the sender's second
 	// of grace; the mailer's claim lease must cover that.
-	const smtpTimeout = 15 * time.Second
+	smtpTimeout := a.Config.SMTPTimeout
 	if a.sender == nil {
 		var err error
 		a.sender, err = mailer.New(mailer.Config{URL: a.Config.SMTPURL, Pool: a.Config.SMTPPool, Timeout: smtpTimeout}, a.Log)
@@ -331,7 +331,9 @@ func (a *App) Handlers() (Handlers, error) {
 	m := delivery.NewMailer(delivery.MailerConfig{
 		PublicBaseURL: a.Config.PublicBaseURL, FromName: a.Config.MailFromName, FromAddress: a.Config.MailFromAddress,
 		MaxAttempts: a.Config.EventMaxDeliver,
-		ClaimLease:  2*a.Config.EventAckWait + time.Minute,
+		// Renewed while the batch holds it, so it need not cover a whole
+		// batch: it bounds how long a killed worker's deliveries wait.
+		ClaimLease:  2 * a.Config.EventAckWait,
 		SendTimeout: smtpTimeout + time.Second,
 		Concurrency: a.Config.SMTPPool,
 	}, a.Store, a.sender, a.catalog, a.outbox, a.now)

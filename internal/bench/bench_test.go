@@ -1,4 +1,4 @@
-package bench_test
+package bench
 
 import (
 	"context"
@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/latchkey/latchkey/internal/bench"
 	"github.com/latchkey/latchkey/internal/testkit"
 )
 
@@ -24,14 +23,10 @@ func TestHarnessSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bin := filepath.Join(t.TempDir(), "latchkey")
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/latchkey/latchkey/cmd/latchkey")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := buildLatchkey(ctx, t)
 	out := t.TempDir()
-	rep, err := bench.Run(ctx, bench.Config{
-		DatabaseURL: serverURL, Database: "latchkey_bench_smoke", Binary: bin, OutDir: out, Layouts: []bench.Workers{{Tokens: 1, Mailers: 1}},
+	rep, err := Run(ctx, Config{
+		DatabaseURL: serverURL, Database: "latchkey_bench_smoke", Binary: bin, OutDir: out, Layouts: []Workers{{Tokens: 1, Mailers: 1}},
 		Users: 30000, Rates: []int{50}, Phase: 2 * time.Second, Sustain: 2 * time.Second, LowRate: 2 * time.Second,
 		// A small flood: 1000 logins take longer than the client's 30 s
 		// timeout when the machine is busy, and would fail the smoke test
@@ -58,8 +53,19 @@ func TestHarnessSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var back bench.Report
+	var back Report
 	if err := json.Unmarshal(raw, &back); err != nil || back.Cores == 0 || back.Revision == "" {
 		t.Fatalf("bench.json: %v %+v", err, back)
 	}
+}
+
+// buildLatchkey builds the binary the harness spawns.
+func buildLatchkey(ctx context.Context, t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "latchkey")
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/latchkey/latchkey/cmd/latchkey")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	return bin
 }

@@ -23,6 +23,29 @@ type sink struct {
 	accepted   atomic.Int64   // messages for seeded users, duplicates included
 	duplicates atomic.Int64   // messages for a user who already had one
 	done       chan struct{}
+	// gate, when set, holds every new message at MAIL FROM until it is
+	// closed (freeze, thaw); held counts the sessions it holds.
+	gate atomic.Pointer[chan struct{}]
+	held atomic.Int64
+	// delay, in nanoseconds, is how long the sink takes to accept a
+	// message's data, as a slow relay would.
+	delay atomic.Int64
+}
+
+// freeze holds every message about to start at MAIL FROM, before any of it
+// is accepted: what a crash drill needs to know that no email is half
+// accepted while it kills a worker.
+func (k *sink) freeze() {
+	ch := make(chan struct{})
+	k.gate.Store(&ch)
+}
+
+// thaw lets held messages go on; a message whose client died meanwhile
+// never reaches DATA and is not counted.
+func (k *sink) thaw() {
+	if g := k.gate.Swap(nil); g != nil {
+		close(*g)
+	}
 }
 
 func startSink(users int) (*sink, error) {
@@ -60,8 +83,15 @@ type sinkSession struct {
 	to []string
 }
 
-func (s *sinkSession) AuthPlain(string, string) error            { return nil }
-func (s *sinkSession) Mail(string, *smtp.MailOptions) error      { return nil }
+func (s *sinkSession) AuthPlain(string, string) error { return nil }
+func (s *sinkSession) Mail(string, *smtp.MailOptions) error {
+	if g := s.k.gate.Load(); g != nil {
+		s.k.held.Add(1)
+		<-*g
+		s.k.held.Add(-1)
+	}
+	return nil
+}
 func (s *sinkSession) Rcpt(to string, _ *smtp.RcptOptions) error { s.to = append(s.to, to); return nil }
 func (s *sinkSession) Reset()                                    { s.to = nil }
 func (s *sinkSession) Logout() error                             { return nil }
@@ -69,6 +99,7 @@ func (s *sinkSession) Data(r io.Reader) error {
 	if _, err := io.Copy(io.Discard, r); err != nil {
 		return err
 	}
+	time.Sleep(time.Duration(s.k.delay.Load()))
 	now := time.Now().UnixNano()
 	for _, to := range s.to {
 		i, ok := userIndex(to)

@@ -45,6 +45,8 @@ type stack struct {
 	procs    []*proc
 	users    int
 	nextUser int
+	// extraEnv is added to every process's environment (LATCHKEY_...=...).
+	extraEnv []string
 }
 
 type proc struct {
@@ -162,6 +164,7 @@ func (s *stack) env(extra ...string) []string {
 		"PATH=" + os.Getenv("PATH"),
 		"HOME=" + os.Getenv("HOME"),
 	}
+	env = append(env, s.extraEnv...)
 	return append(env, extra...)
 }
 
@@ -250,6 +253,17 @@ func (s *stack) stopWorkers() {
 		p.stop()
 	}
 	s.procs = keep
+}
+
+// forget drops a process that has exited (killed by a drill) from the ones
+// close stops.
+func (s *stack) forget(p *proc) {
+	for i, q := range s.procs {
+		if q == p {
+			s.procs = append(s.procs[:i:i], s.procs[i+1:]...)
+			return
+		}
+	}
 }
 
 func (p *proc) stop() {

@@ -55,6 +55,7 @@ type Config struct {
 	OpsAddr       string
 	PprofAddr     string
 	SMTPPool      int
+	SMTPTimeout   time.Duration
 	PublicBaseURL *url.URL
 	MaxBodyBytes  int64
 
@@ -182,6 +183,9 @@ func Settings() []Setting {
 		{Name: "SMTP_POOL", Default: "8",
 			Help: "Persistent SMTP connections per mailer process; also how many emails it sends at once.",
 			set:  func(c *Config, v string) (err error) { c.SMTPPool, err = parseIntRange(v, 1, 256); return }},
+		{Name: "SMTP_TIMEOUT", Default: "15s",
+			Help: "How long one email may take over SMTP (connecting if need be, then MAIL FROM to the end of DATA). A delivery being sent is leased to its worker for at least 4 of these.",
+			set:  func(c *Config, v string) (err error) { c.SMTPTimeout, err = parseDuration(v, time.Second); return }},
 		{Name: "MAIL_FROM_NAME", Default: "Latchkey",
 			Help: "Sender name of every email (a per-domain override is possible).",
 			set:  func(c *Config, v string) error { c.MailFromName = v; return rejectControl(v) }},

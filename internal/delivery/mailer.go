@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/latchkey/latchkey/internal/audit"
+	"github.com/latchkey/latchkey/internal/coalesce"
 	"github.com/latchkey/latchkey/internal/credential"
 	"github.com/latchkey/latchkey/internal/events"
 	"github.com/latchkey/latchkey/internal/mailer"
@@ -70,6 +71,9 @@ type Mailer struct {
 	now     func() time.Time
 	// sending holds one token per send in flight, across batches.
 	sending chan struct{}
+	// recorder writes outcomes as their sends end, those that end together
+	// in one statement.
+	recorder *coalesce.Batcher[*outcome, bool]
 }
 
 // NewMailer builds the handler. Outcome events (mail.delivered,
@@ -77,9 +81,16 @@ type Mailer struct {
 // relay, which must run in the same process (app.RunWorkers starts it).
 func NewMailer(cfg MailerConfig, st *store.Store, sender Sender, catalog *mailtmpl.Catalog, ob *outbox.Outbox, now func() time.Time) *Mailer {
 	cfg.fill()
-	return &Mailer{cfg: cfg, store: st, sender: sender, catalog: catalog, outbox: ob, now: now,
+	m := &Mailer{cfg: cfg, store: st, sender: sender, catalog: catalog, outbox: ob, now: now,
 		sending: make(chan struct{}, cfg.Concurrency)}
+	// A record retries for up to the claim lease (persist); the batcher's
+	// bound is only a backstop above it.
+	m.recorder = coalesce.New(maxRecordBatch, cfg.ClaimLease+time.Minute, m.recordBatch)
+	return m
 }
+
+// maxRecordBatch bounds the outcomes one statement records.
+const maxRecordBatch = 256
 
 // MailOutcome is the data of mail.delivered and mail.failed.
 type MailOutcome struct {
@@ -99,8 +110,11 @@ type MailOutcome struct {
 // exists in clear only in this process's memory and in its email, and a
 // retry mints a fresh one (which revokes the unsent one). The emails then go
 // out concurrently, as many at once as the SMTP pool has connections, each
-// under a claim lease that covers it (see MailerConfig.ClaimLease). A send
-// not started when ctx ends is not started: its delivery is queued again.
+// under a claim lease that covers it (see MailerConfig.ClaimLease), and each
+// outcome is recorded as soon as its send ends (outcomes that end together
+// in one statement), so that a worker killed mid-batch leaves unrecorded
+// only the sends that had just ended. A send not started when ctx ends is
+// not started: its delivery is queued again.
 func (m *Mailer) Handle(ctx context.Context, items []events.Item) []error {
 	errs := make([]error, len(items))
 	deliveryIDs := make([]uuid.UUID, len(items)) // per item; uuid.Nil for none
@@ -132,8 +146,12 @@ func (m *Mailer) Handle(ctx context.Context, items []events.Item) []error {
 	claims, err := m.claim(ctx, ids, claimedAt)
 	lease := newLease(claimedAt.Add(m.cfg.ClaimLease), claims)
 	stopKeeping := m.keep(ctx, lease)
-	outcomes := make([]*outcome, len(items))
 	var wg sync.WaitGroup
+	settle := func(o *outcome) {
+		if o != nil {
+			wg.Go(func() { m.settle(ctx, lease, o) })
+		}
+	}
 	for i, it := range items {
 		id := deliveryIDs[i]
 		if errs[i] != nil || id == uuid.Nil {
@@ -152,7 +170,7 @@ func (m *Mailer) Handle(ctx context.Context, items []events.Item) []error {
 			zerolog.Ctx(ctx).Info().Str("delivery_id", id.String()).Str("reason", c.Delivery.LastError).Msg("delivery skipped")
 			continue
 		case c.skip != "":
-			outcomes[i] = m.skipped(ctx, c)
+			settle(m.skipped(ctx, c))
 			continue
 		}
 		// Sends start in batch order, each once it has an SMTP connection
@@ -169,38 +187,59 @@ func (m *Mailer) Handle(ctx context.Context, items []events.Item) []error {
 			if acquired {
 				<-m.sending
 			}
-			outcomes[i], errs[i] = notSent(c, context.Cause(ctx))
+			var o *outcome
+			o, errs[i] = notSent(c, context.Cause(ctx))
+			settle(o)
 			continue
 		}
 		wg.Go(func() {
-			defer func() { <-m.sending }()
-			outcomes[i], errs[i] = m.deliver(ctx, it.Attempt, c, lease)
+			o, err := m.deliver(ctx, it.Attempt, c, lease)
+			<-m.sending
+			errs[i] = err
+			if o != nil {
+				m.settle(ctx, lease, o)
+			}
 		})
 	}
 	wg.Wait()
-	// Recording ends the claims; a renewal racing with it would take the
-	// rows it finds recorded (or locked by the record) for taken over.
 	stopKeeping()
-	m.record(ctx, outcomes)
 	return errs
 }
 
-// outcome is what one attempt did, recorded with the rest of its batch.
+// settle records one outcome (with whatever other outcomes end at the same
+// time) and releases its delivery from the batch's lease. The record is not
+// given up when ctx ends: after an SMTP 250 it is what stops a later request
+// from sending the email again.
+func (m *Mailer) settle(ctx context.Context, l *lease, o *outcome) {
+	l.mu.Lock()
+	l.recording[o.ID] = true
+	l.mu.Unlock()
+	_, _ = m.recorder.Do(context.WithoutCancel(ctx), o)
+	l.mu.Lock()
+	delete(l.held, o.ID)
+	delete(l.recording, o.ID)
+	l.mu.Unlock()
+}
+
+// outcome is what one attempt did, recorded as soon as it is known.
 type outcome struct {
 	store.Outcome
 	delivery store.Delivery
 	event    string // mail.delivered or mail.failed; "" for none
 }
 
-// record writes a batch's outcomes, their audit and outcome events in one
+// recordBatch writes outcomes, their audit and outcome events in one
 // statement, revokes the links of failed deliveries and hands the outcome
-// events to the outbox relay. After SMTP 250s, recording them is what stops
-// a later request for the same delivery from sending it again, so the write
-// is retried for the whole claim lease. Outcome events never hold up
-// sending: they are in the outbox with the outcome, and published by the
-// relay, now or once the stream acknowledges again.
-func (m *Mailer) record(ctx context.Context, outcomes []*outcome) {
+// events to the outbox relay; it reports per outcome whether it was
+// recorded (false: the claim was taken over, or the write failed for the
+// whole claim lease, which it logs). After SMTP 250s, recording them is
+// what stops a later request for the same delivery from sending it again,
+// so the write is retried for the whole claim lease. Outcome events never
+// hold up sending: they are in the outbox with the outcome, and published
+// by the relay, now or once the stream acknowledges again.
+func (m *Mailer) recordBatch(ctx context.Context, outcomes []*outcome) ([]bool, error) {
 	log := zerolog.Ctx(ctx)
+	done := make([]bool, len(outcomes))
 	var rows []store.Outcome
 	evs := map[uuid.UUID]events.Event{}
 	for _, o := range outcomes {
@@ -234,7 +273,10 @@ func (m *Mailer) record(ctx context.Context, outcomes []*outcome) {
 	if err != nil {
 		log.Error().Err(err).Int("deliveries", len(rows)).
 			Msg("outcomes not recorded for the whole claim lease; a later request for a sent delivery may send it again")
-		return
+		return done, nil
+	}
+	for i, o := range outcomes {
+		done[i] = o != nil && recorded[o.ID]
 	}
 	var failed []uuid.UUID
 	var owners []uuid.UUID
@@ -268,6 +310,7 @@ func (m *Mailer) record(ctx context.Context, outcomes []*outcome) {
 		}
 	}
 	m.outbox.Dispatch(publish...)
+	return done, nil
 }
 
 // claim claims the deliveries and mints their links' tokens in one
@@ -319,13 +362,14 @@ type claim struct {
 // lease is the claim lease of a batch's deliveries: until when, by the
 // mailer's clock, they are this worker's, and which of them still are.
 type lease struct {
-	mu    sync.Mutex
-	until time.Time
-	held  map[uuid.UUID]int // delivery → the attempt that claimed it
+	mu        sync.Mutex
+	until     time.Time
+	held      map[uuid.UUID]int  // delivery → the attempt that claimed it
+	recording map[uuid.UUID]bool // held deliveries whose outcome is being recorded
 }
 
 func newLease(until time.Time, claims map[uuid.UUID]claim) *lease {
-	l := &lease{until: until, held: map[uuid.UUID]int{}}
+	l := &lease{until: until, held: map[uuid.UUID]int{}, recording: map[uuid.UUID]bool{}}
 	for id, c := range claims {
 		if !c.Gone {
 			l.held[id] = c.Delivery.Attempts
@@ -334,8 +378,8 @@ func newLease(until time.Time, claims map[uuid.UUID]claim) *lease {
 	return l
 }
 
-// renew moves the lease on for every delivery the batch still holds, sent
-// or not (their outcomes are recorded together at the end), in one
+// renew moves the lease on for every delivery the batch still holds (not
+// yet sent, or sent and being recorded), in one
 // statement; one that another worker has claimed meanwhile is no longer
 // held. The caller holds l.mu.
 func (m *Mailer) renew(ctx context.Context, l *lease) error {
@@ -355,7 +399,9 @@ func (m *Mailer) renew(ctx context.Context, l *lease) error {
 	}
 	for d := range l.held {
 		if !renewed[d] {
-			zerolog.Ctx(ctx).Warn().Str("delivery_id", d.String()).Msg("claim taken over by another worker")
+			if !l.recording[d] { // a recorded one is no longer claimed
+				zerolog.Ctx(ctx).Warn().Str("delivery_id", d.String()).Msg("claim taken over by another worker")
+			}
 			delete(l.held, d)
 		}
 	}
@@ -365,8 +411,8 @@ func (m *Mailer) renew(ctx context.Context, l *lease) error {
 
 // keep renews the batch's lease every quarter of ClaimLease until the
 // returned function is called: while the batch's sends wait for
-// connections, and its early sends' outcomes wait for the last send, its
-// deliveries stay its own.
+// connections, and while an outcome's record is retried through a database
+// outage, its deliveries stay its own.
 func (m *Mailer) keep(ctx context.Context, l *lease) (stop func()) {
 	done := make(chan struct{})
 	stopped := make(chan struct{})
