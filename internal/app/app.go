@@ -34,6 +34,7 @@ import (
 	"github.com/latchkey/latchkey/internal/migrate"
 	"github.com/latchkey/latchkey/internal/natsembed"
 	"github.com/latchkey/latchkey/internal/outbox"
+	"github.com/latchkey/latchkey/internal/periodic"
 	"github.com/latchkey/latchkey/internal/ratelimit"
 	"github.com/latchkey/latchkey/internal/recovery"
 	"github.com/latchkey/latchkey/internal/sessions"
@@ -257,8 +258,16 @@ func (a *App) startRateLimitSweep() {
 		ctx, cancel := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
 		a.stopSweep = func() { cancel(); wg.Wait() }
-		wg.Go(func() { ratelimit.Sweep(ctx, a.Store, rateLimitSweepEvery, a.now, a.Log) })
-		wg.Go(func() { httpapi.SweepIdempotencyKeys(ctx, a.Store, rateLimitSweepEvery, a.now, a.Log) })
+		wg.Go(func() {
+			periodic.Run(ctx, rateLimitSweepEvery, a.Log, "rate-limit sweep", func(ctx context.Context) (int64, error) {
+				return a.Store.DeleteRecoveredRateLimits(ctx, a.now())
+			})
+		})
+		wg.Go(func() {
+			periodic.Run(ctx, rateLimitSweepEvery, a.Log, "idempotency-key sweep", func(ctx context.Context) (int64, error) {
+				return a.Store.DeleteExpiredIdempotencyKeys(ctx, a.now().Add(-httpapi.IdempotencyTTL))
+			})
+		})
 	})
 }
 
@@ -365,7 +374,13 @@ func (a *App) RunWorkers(ctx context.Context, roles []Role, handlers Handlers) e
 		return events.WatchMaxDeliveries(ctx, a.NATS, a.Stream, a.Store, a.Log)
 	})
 	start("outbox relay", func() error { return a.outbox.Relay(ctx, 2*time.Second, 5*time.Second) })
-	start("unknown login sweep", func() error { return a.login.SweepEvery(ctx, time.Minute) })
+	start("unknown login sweep", func() error {
+		rule := store.Lockout{Threshold: a.Config.LockoutThreshold, Duration: a.Config.LockoutDuration}
+		periodic.Run(ctx, time.Minute, a.Log, "unknown login sweep", func(ctx context.Context) (int64, error) {
+			return a.Store.SweepUnknownLoginFailures(ctx, rule, a.now())
+		})
+		return nil
+	})
 	for _, role := range roles {
 		types := roleEvents(role)
 		if len(types) == 0 {

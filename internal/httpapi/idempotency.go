@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/rs/zerolog"
 
 	"github.com/latchkey/latchkey/internal/adminkeys"
 	"github.com/latchkey/latchkey/internal/events"
@@ -384,31 +383,4 @@ func (rec *answerRecorder) answer() answer {
 		status = http.StatusOK
 	}
 	return answer{Status: status, Header: h, Body: rec.body.Bytes()}
-}
-
-// SweepIdempotencyKeys deletes the Idempotency-Key records older than
-// IdempotencyTTL every period until ctx ends. Errors are logged and the next
-// period tries again: an expired record already counts as absent.
-func SweepIdempotencyKeys(ctx context.Context, st *store.Store, every time.Duration, now func() time.Time, log zerolog.Logger) {
-	if now == nil {
-		now = time.Now
-	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		n, err := st.DeleteExpiredIdempotencyKeys(ctx, now().Add(-IdempotencyTTL))
-		switch {
-		case err != nil && ctx.Err() != nil:
-			return
-		case err != nil:
-			log.Warn().Err(err).Msg("idempotency key sweep failed")
-		case n > 0:
-			log.Debug().Int64("deleted", n).Msg("expired idempotency keys swept")
-		}
-	}
 }

@@ -212,20 +212,3 @@ func (s *Service) rehash(ctx context.Context, userID uuid.UUID, oldHash, secret 
 		zerolog.Ctx(ctx).Warn().Err(err).Msg("rehash password")
 	}
 }
-
-// SweepEvery deletes, every interval until ctx ends, the failure counts of
-// unknown login names that nobody tried for a whole lockout duration.
-func (s *Service) SweepEvery(ctx context.Context, interval time.Duration) error {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-		if _, err := s.store.SweepUnknownLoginFailures(ctx, s.rule(), s.now()); err != nil && ctx.Err() == nil {
-			zerolog.Ctx(ctx).Warn().Err(err).Msg("sweep unknown login failures")
-		}
-	}
-}

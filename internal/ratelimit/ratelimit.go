@@ -16,8 +16,6 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/rs/zerolog"
-
 	"github.com/latchkey/latchkey/internal/coalesce"
 	"github.com/latchkey/latchkey/internal/store"
 )
@@ -146,31 +144,4 @@ func AddressKey(a netip.Addr) string {
 	}
 	p, _ := a.Prefix(bits) // bits is within the address's length
 	return p.String()
-}
-
-// Sweep deletes the store's fully recovered keys every period until ctx ends.
-// Errors are logged and the next period tries again: a failed sweep only
-// leaves rows that behave as absent ones anyway.
-func Sweep(ctx context.Context, st Store, every time.Duration, now func() time.Time, log zerolog.Logger) {
-	if now == nil {
-		now = time.Now
-	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		n, err := st.DeleteRecoveredRateLimits(ctx, now())
-		switch {
-		case err != nil && ctx.Err() != nil:
-			return
-		case err != nil:
-			log.Warn().Err(err).Msg("rate-limit sweep failed")
-		case n > 0:
-			log.Debug().Int64("deleted", n).Msg("rate-limit keys swept")
-		}
-	}
 }

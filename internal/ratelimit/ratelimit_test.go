@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
 
+	"github.com/latchkey/latchkey/internal/periodic"
 	"github.com/latchkey/latchkey/internal/ratelimit"
 	"github.com/latchkey/latchkey/internal/store"
 	"github.com/latchkey/latchkey/internal/testkit"
@@ -343,7 +344,9 @@ func TestSweepRunsEveryPeriod(t *testing.T) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			ratelimit.Sweep(ctx, st, 30*time.Second, c.now, zerolog.Nop())
+			periodic.Run(ctx, 30*time.Second, zerolog.Nop(), "rate-limit sweep", func(ctx context.Context) (int64, error) {
+				return st.DeleteRecoveredRateLimits(ctx, c.now())
+			})
 		}()
 		time.Sleep(29 * time.Second)
 		if n := count(t, db); n != 10 {
