@@ -23,11 +23,13 @@ LIMIT @max_rows;
 -- changes a user's credentials locks the user's row first and in id order
 -- (store.LockUser, LockUsersWithDomain), then touches tokens, sessions or
 -- deliveries, so no two of them can deadlock. Users that are gone are not
--- returned.
+-- returned. The user ids are gathered into an array first so that users is
+-- read through its primary key whatever the statistics say: as a semi-join,
+-- a small or never-analysed users table was sometimes read whole.
 -- name: LockUsersOfDeliveries :many
 SELECT sqlc.embed(u), dom.name AS domain_name
 FROM users u JOIN domains dom ON dom.id = u.domain_id
-WHERE u.id IN (SELECT md.user_id FROM mail_deliveries md WHERE md.id = ANY(@ids::uuid[]))
+WHERE u.id = ANY(ARRAY(SELECT md.user_id FROM mail_deliveries md WHERE md.id = ANY(@ids::uuid[])))
 ORDER BY u.id
 FOR NO KEY UPDATE OF u;
 

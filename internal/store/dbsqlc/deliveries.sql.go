@@ -437,7 +437,7 @@ func (q *Queries) ListDeliveriesByUser(ctx context.Context, db DBTX, arg ListDel
 const lockUsersOfDeliveries = `-- name: LockUsersOfDeliveries :many
 SELECT u.id, u.domain_id, u.extension, u.login_name, u.email, u.first_name, u.last_name, u.locale, u.password_hash, u.password_changed_at, u.pin_hash, u.pin_changed_at, u.status, u.failed_logins, u.locked_until, u.rollout_phase, u.rollout_phase_at, u.created_at, u.updated_at, u.credential_version, u.failed_login_at, dom.name AS domain_name
 FROM users u JOIN domains dom ON dom.id = u.domain_id
-WHERE u.id IN (SELECT md.user_id FROM mail_deliveries md WHERE md.id = ANY($1::uuid[]))
+WHERE u.id = ANY(ARRAY(SELECT md.user_id FROM mail_deliveries md WHERE md.id = ANY($1::uuid[])))
 ORDER BY u.id
 FOR NO KEY UPDATE OF u
 `
@@ -452,7 +452,9 @@ type LockUsersOfDeliveriesRow struct {
 // changes a user's credentials locks the user's row first and in id order
 // (store.LockUser, LockUsersWithDomain), then touches tokens, sessions or
 // deliveries, so no two of them can deadlock. Users that are gone are not
-// returned.
+// returned. The user ids are gathered into an array first so that users is
+// read through its primary key whatever the statistics say: as a semi-join,
+// a small or never-analysed users table was sometimes read whole.
 func (q *Queries) LockUsersOfDeliveries(ctx context.Context, db DBTX, ids []uuid.UUID) ([]LockUsersOfDeliveriesRow, error) {
 	rows, err := db.Query(ctx, lockUsersOfDeliveries, ids)
 	if err != nil {
