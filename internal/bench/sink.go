@@ -27,6 +27,9 @@ type sink struct {
 	// closed (freeze, thaw); held counts the sessions it holds.
 	gate atomic.Pointer[chan struct{}]
 	held atomic.Int64
+	// inFlight counts messages past MAIL FROM whose data is not yet
+	// accepted: after a freeze it drains to zero.
+	inFlight atomic.Int64
 	// delay, in nanoseconds, is how long the sink takes to accept a
 	// message's data, as a slow relay would.
 	delay atomic.Int64
@@ -79,8 +82,17 @@ func (k *sink) arrival(i int) (time.Time, bool) {
 func (k *sink) NewSession(*smtp.Conn) (smtp.Session, error) { return &sinkSession{k: k}, nil }
 
 type sinkSession struct {
-	k  *sink
-	to []string
+	k    *sink
+	to   []string
+	open bool // counted in k.inFlight
+}
+
+// settle ends the session's message in k.inFlight, once.
+func (s *sinkSession) settle() {
+	if s.open {
+		s.open = false
+		s.k.inFlight.Add(-1)
+	}
 }
 
 func (s *sinkSession) AuthPlain(string, string) error { return nil }
@@ -90,12 +102,15 @@ func (s *sinkSession) Mail(string, *smtp.MailOptions) error {
 		<-*g
 		s.k.held.Add(-1)
 	}
+	s.open = true
+	s.k.inFlight.Add(1)
 	return nil
 }
 func (s *sinkSession) Rcpt(to string, _ *smtp.RcptOptions) error { s.to = append(s.to, to); return nil }
-func (s *sinkSession) Reset()                                    { s.to = nil }
-func (s *sinkSession) Logout() error                             { return nil }
+func (s *sinkSession) Reset()                                    { s.to = nil; s.settle() }
+func (s *sinkSession) Logout() error                             { s.settle(); return nil }
 func (s *sinkSession) Data(r io.Reader) error {
+	defer s.settle()
 	if _, err := io.Copy(io.Discard, r); err != nil {
 		return err
 	}
