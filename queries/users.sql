@@ -126,6 +126,11 @@ RETURNING failures, locked_until;
 -- name: GetUnknownLoginLockedUntil :one
 SELECT locked_until FROM unknown_login_failures WHERE name_key = @name_key;
 
+-- The lock that refused an attempt, read after it: AdmitLoginAttempt's own
+-- read comes from before a concurrent attempt locked the account.
+-- name: GetUserLockedUntil :one
+SELECT locked_until FROM users WHERE id = @id;
+
 -- Rows untouched for a whole window would restart their count anyway.
 -- name: SweepUnknownLoginFailures :execrows
 DELETE FROM unknown_login_failures WHERE updated_at <= @window_start::timestamptz;

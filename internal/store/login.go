@@ -64,7 +64,15 @@ func (s *Store) AdmitLoginAttempt(ctx context.Context, loginName string, rule Lo
 		return Admission{}, translate("admit login attempt", err)
 	}
 	if !row.Admitted {
-		return Admission{}, lockedAt(row.LockedUntil, now)
+		until := row.LockedUntil
+		if until == nil || !until.After(now) {
+			// Refused by a lock that a concurrent attempt took after this
+			// statement's snapshot: its end is only visible to a new read.
+			if until, err = s.q.GetUserLockedUntil(ctx, s.pool, row.ID); err != nil {
+				return Admission{}, translate("get user lock", err)
+			}
+		}
+		return Admission{}, lockedAt(until, now)
 	}
 	return Admission{
 		UserID: row.ID, DomainID: row.DomainID, LoginName: row.LoginName, Failures: int(row.FailedLogins),

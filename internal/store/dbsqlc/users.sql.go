@@ -381,6 +381,19 @@ func (q *Queries) GetUserByLoginName(ctx context.Context, db DBTX, loginName str
 	return i, err
 }
 
+const getUserLockedUntil = `-- name: GetUserLockedUntil :one
+SELECT locked_until FROM users WHERE id = $1
+`
+
+// The lock that refused an attempt, read after it: AdmitLoginAttempt's own
+// read comes from before a concurrent attempt locked the account.
+func (q *Queries) GetUserLockedUntil(ctx context.Context, db DBTX, id uuid.UUID) (*time.Time, error) {
+	row := db.QueryRow(ctx, getUserLockedUntil, id)
+	var locked_until *time.Time
+	err := row.Scan(&locked_until)
+	return locked_until, err
+}
+
 const getUserWithDomain = `-- name: GetUserWithDomain :one
 SELECT u.id, u.domain_id, u.extension, u.login_name, u.email, u.first_name, u.last_name, u.locale, u.password_hash, u.password_changed_at, u.pin_hash, u.pin_changed_at, u.status, u.failed_logins, u.locked_until, u.rollout_phase, u.rollout_phase_at, u.created_at, u.updated_at, u.credential_version, u.failed_login_at, d.name AS domain_name
 FROM users u JOIN domains d ON d.id = u.domain_id
