@@ -50,7 +50,8 @@ of serve processes run side by side against one PostgreSQL and one NATS JetStrea
 			return err
 		}
 		// Deferred first, so it runs last, when everything is released.
-		defer c.logStopped(log, time.Now(), &err)
+		life := c.lifecycle(log)
+		defer life.down(&err)
 		ctx := cmd.Context()
 		a, err := app.Open(ctx, cfg, log, app.Options{})
 		if err != nil {
@@ -65,7 +66,7 @@ of serve processes run side by side against one PostgreSQL and one NATS JetStrea
 		var wg sync.WaitGroup
 		defer wg.Wait()
 		pprof := servePprof(ctx, &wg, a, cfg)
-		c.logStarted(log, []string{ingressRole}, a, ln.Addr().String(), "", pprof)
+		life.up([]string{ingressRole}, a, ln.Addr().String(), "", pprof)
 		return a.Serve(ctx, ln, a.Handler())
 	})
 	return cmd
@@ -98,7 +99,8 @@ Processes with the same role share its durable consumer, so adding processes spl
 		if err != nil {
 			return err
 		}
-		defer c.logStopped(log, time.Now(), &err)
+		life := c.lifecycle(log)
+		defer life.down(&err)
 		ctx, cancel := context.WithCancel(cmd.Context())
 		defer cancel()
 		a, err := app.Open(ctx, cfg, log, app.Options{})
@@ -137,7 +139,7 @@ Processes with the same role share its durable consumer, so adding processes spl
 		for i, r := range roles {
 			names[i] = string(r)
 		}
-		c.logStarted(log, names, a, "", ops, pprof)
+		life.up(names, a, "", ops, pprof)
 		err = a.RunWorkers(ctx, roles, handlers)
 		cancel()
 		return errors.Join(err, <-opsDone)
@@ -226,10 +228,27 @@ with --domain can act only on that domain's users.`,
 	return parent
 }
 
-// logStarted writes the one line that says a service process is up: its
-// version, roles and listening addresses.
-func (c *cli) logStarted(log zerolog.Logger, roles []string, a *app.App, http, ops, pprof string) {
-	ev := log.Info().Str("version", c.build.Version).Str("revision", c.build.shortRevision()).Strs("roles", roles)
+// lifecycle writes the two lines of a service process's life: one when it
+// is up, naming its version, roles and listening addresses, and one when it
+// stops. A process that fails before it is up logs no "stopped": main
+// reports the error.
+type lifecycle struct {
+	log     zerolog.Logger
+	build   buildVersion
+	begun   time.Time
+	started bool
+}
+
+func (c *cli) lifecycle(log zerolog.Logger) *lifecycle {
+	return &lifecycle{log: log, build: c.build, begun: time.Now()}
+}
+
+func (l *lifecycle) up(roles []string, a *app.App, http, ops, pprof string) {
+	ev := l.log.Info().Str("version", l.build.Version)
+	if r := l.build.shortRevision(); r != "" {
+		ev = ev.Str("revision", r)
+	}
+	ev = ev.Strs("roles", roles)
 	if http != "" {
 		ev = ev.Str("http", http)
 	}
@@ -241,21 +260,25 @@ func (c *cli) logStarted(log zerolog.Logger, roles []string, a *app.App, http, o
 		ev = ev.Str("pprof", pprof)
 	}
 	ev.Msg("latchkey started")
+	l.started = true
 }
 
-// logStopped writes the line that says the process is done, with what
-// stopped it when that was a failure. It is deferred, so *err is final.
-func (c *cli) logStopped(log zerolog.Logger, started time.Time, err *error) {
-	uptime := time.Since(started).Round(time.Millisecond)
-	if *err != nil {
-		log.Error().Err(*err).Dur("uptime", uptime).Msg("latchkey stopped")
+// down is deferred, so *err is the command's final error.
+func (l *lifecycle) down(err *error) {
+	if !l.started {
 		return
 	}
-	log.Info().Dur("uptime", uptime).Msg("latchkey stopped")
+	uptime := time.Since(l.begun).Round(time.Second).String()
+	if *err != nil {
+		l.log.Error().Err(*err).Str("uptime", uptime).Msg("latchkey stopped")
+		return
+	}
+	l.log.Info().Str("uptime", uptime).Msg("latchkey stopped")
 }
 
-// redactURLs drops the user information (a password, or a token in the user
-// field) of comma-separated URLs, for logs and the banner.
+// redactURLs hides the secrets of comma-separated URLs, for logs and the
+// banner: a password becomes xxxxx, and a nats:// URL loses its user
+// information altogether, since NATS takes a token in the user field.
 func redactURLs(urls string) string {
 	parts := strings.Split(urls, ",")
 	for i, p := range parts {
@@ -266,10 +289,10 @@ func redactURLs(urls string) string {
 			parts[i] = "(set)"
 			continue
 		}
-		if u.User != nil {
+		if u.User != nil && (u.Scheme == "nats" || u.Scheme == "tls" || u.Scheme == "ws" || u.Scheme == "wss") {
 			u.User = url.User("redacted")
 		}
-		parts[i] = u.String()
+		parts[i] = u.Redacted()
 	}
 	return strings.Join(parts, ",")
 }

@@ -40,7 +40,8 @@ private PostgreSQL and a web mailbox.`,
 		if err != nil {
 			return err
 		}
-		defer c.logStopped(log, time.Now(), &err)
+		life := c.lifecycle(log)
+		defer life.down(&err)
 		ctx, cancel := context.WithCancel(cmd.Context())
 		defer cancel()
 		// Listening first tells a busy port at once, and gives the address
@@ -89,7 +90,7 @@ private PostgreSQL and a web mailbox.`,
 		for _, r := range app.AllRoles() {
 			roles = append(roles, string(r))
 		}
-		c.logStarted(log, roles, a, ln.Addr().String(), "", pprof)
+		life.up(roles, a, ln.Addr().String(), "", pprof)
 		if waitReady(ctx, log, apiURL, served) {
 			c.printBanner(cfg, a, apiURL)
 		}

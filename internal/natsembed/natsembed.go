@@ -46,7 +46,7 @@ func Start(cfg Config) (*Server, error) {
 		// first, so the caller hears "address already in use" at once.
 		probe, err := net.Listen("tcp", cfg.Listen)
 		if err != nil {
-			return nil, fmt.Errorf("embedded nats-server cannot listen on %s: %w", cfg.Listen, err)
+			return nil, fmt.Errorf("embedded nats-server: %w", err)
 		}
 		if err := probe.Close(); err != nil {
 			return nil, fmt.Errorf("embedded nats-server: probe %s: %w", cfg.Listen, err)
