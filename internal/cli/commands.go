@@ -178,7 +178,7 @@ so several processes may run it at once. serve and worker refuse to start on an 
 
 func (c *cli) adminKeyCommand() *cobra.Command {
 	parent := &cobra.Command{
-		Use:   "admin-key",
+		Use:   "admin-key COMMAND",
 		Short: "manage admin API keys",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
