@@ -298,18 +298,14 @@ func (a *App) OpsHandler() http.Handler {
 // names the variable that moves it.
 func Listen(addr, setting string) (net.Listener, error) {
 	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, listenError(addr, setting, err)
+	switch {
+	case errors.Is(err, syscall.EADDRINUSE):
+		return nil, fmt.Errorf("%s is already in use (a latchkey left from an earlier run?). Stop it, or choose another address with %s%s: %w",
+			addr, config.Prefix, setting, err)
+	case err != nil:
+		return nil, fmt.Errorf("listen on %s (%s%s): %w", addr, config.Prefix, setting, err)
 	}
 	return ln, nil
-}
-
-func listenError(addr, setting string, err error) error {
-	if errors.Is(err, syscall.EADDRINUSE) {
-		return fmt.Errorf("%s is already in use (a latchkey left from an earlier run?). Stop it, or choose another address with %s%s: %w",
-			addr, config.Prefix, setting, err)
-	}
-	return fmt.Errorf("listen on %s (%s%s): %w", addr, config.Prefix, setting, err)
 }
 
 // Serve runs an HTTP server on ln until ctx ends, then shuts it down
