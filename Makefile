@@ -36,16 +36,20 @@ lint: ## gofmt and go vet
 .PHONY: verify
 verify: verify-generated lint ## everything CI checks besides the tests
 
+# Builds stamp the git revision (`latchkey version`) when git can read the
+# checkout; explicit, because some environments set GOFLAGS=-buildvcs=false.
+BUILDVCS := $(shell git rev-parse --is-inside-work-tree >/dev/null 2>&1 && echo auto || echo false)
+
 .PHONY: build
 build: ## build bin/latchkey
-	$(GO) build -trimpath -o bin/latchkey ./cmd/latchkey
+	$(GO) build -trimpath -buildvcs=$(BUILDVCS) -o bin/latchkey ./cmd/latchkey
 
 BENCH_OUT  ?= bench-out
 BENCH_ARGS ?=
 
 .PHONY: bench
 bench: ## the load harness: full stack on loopback, table + $(BENCH_OUT)/bench.json (BENCH_ARGS=--profile, --quick…)
-	@$(GO) build -o .local/bin/latchkey ./cmd/latchkey
+	@$(GO) build -buildvcs=$(BUILDVCS) -o .local/bin/latchkey ./cmd/latchkey
 	@url=$$($(PG) start) && LATCHKEY_DATABASE_URL="$$url" BENCH_OUT="$(BENCH_OUT)" .local/bin/latchkey bench $(BENCH_ARGS)
 
 .PHONY: microbench

@@ -13,8 +13,11 @@ import (
 	"github.com/latchkey/latchkey/internal/cli"
 )
 
-// version is stamped at build time with -ldflags "-X main.version=…".
-var version = "dev"
+// version, when stamped at build time with -ldflags "-X main.version=…",
+// replaces the module version that the Go toolchain records (a build
+// without VCS information, such as a container build without .git, has
+// none).
+var version string
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -4,12 +4,16 @@
 #
 # Runs maildev (npm registry) in the foreground, bound to 127.0.0.1 only. It is
 # installed on first use into <repo>/.local/maildev; nothing is installed globally.
+# Messages are kept in <repo>/.local/maildev/mail, a directory only its owner can
+# enter (mode 0700): they carry live reset links, and maildev's own default is a
+# folder in the system temporary directory that every user of the machine can read.
 # Extra arguments are passed to maildev (see `maildev --help`).
 #
 # Environment:
 #   LATCHKEY_MAILDEV_SMTP_PORT  SMTP port (default 1025)
 #   LATCHKEY_MAILDEV_WEB_PORT   web mailbox and REST API port (default 1080)
-#   LATCHKEY_MAILDEV_VERSION    maildev version (default: the pinned one below)
+#   LATCHKEY_MAILDEV_VERSION    maildev version (default: the one in deploy/maildev.version)
+#   LATCHKEY_MAILDEV_DIR        install and mail directory (default <repo>/.local/maildev)
 #
 # REST API (maildev 3.x): GET /api/email lists the messages, DELETE /api/email/all
 # empties the box, GET /api/healthz. (maildev 2.x served the same under /email.)
@@ -18,11 +22,13 @@ set -euo pipefail
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$script_dir/../.." && pwd)
 
-# Pinned so every developer gets the same mailbox; bump deliberately.
-version=${LATCHKEY_MAILDEV_VERSION:-3.0.0}
+# Pinned so every developer gets the same mailbox; bump deliberately. The file is
+# the one place that names the version: deploy/compose.yaml builds the same one.
+version=${LATCHKEY_MAILDEV_VERSION:-$(tr -d '[:space:]' <"$repo/deploy/maildev.version")}
 smtp_port=${LATCHKEY_MAILDEV_SMTP_PORT:-1025}
 web_port=${LATCHKEY_MAILDEV_WEB_PORT:-1080}
-prefix=$repo/.local/maildev
+prefix=${LATCHKEY_MAILDEV_DIR:-$repo/.local/maildev}
+mail_dir=$prefix/mail
 
 log() { printf 'maildev.sh: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -55,9 +61,18 @@ if [[ $(installed_version) != "$version" ]]; then
 	exec 9>&-
 fi
 
+# Everything maildev writes from here on (messages, attachments) is its owner's
+# alone; mkdir -m does not change a directory that exists, hence the chmod (a
+# mailbox made by an earlier version of this script).
+umask 077
+mkdir -p -m 0700 "$mail_dir"
+chmod 0700 "$mail_dir"
+
 # 127.0.0.1 for both listeners: maildev's defaults (:: and 0.0.0.0) would expose
-# the mailbox, and the reset links in it, to the network.
+# the mailbox, and the reset links in it, to the network. With --mail-directory
+# the messages also survive a restart, like the rest of .local.
 exec "$prefix/node_modules/.bin/maildev" \
 	--ip 127.0.0.1 --smtp "$smtp_port" \
 	--web-ip 127.0.0.1 --web "$web_port" \
+	--mail-directory "$mail_dir" \
 	"$@"

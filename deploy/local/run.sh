@@ -9,9 +9,11 @@
 # and no one else (e.g. a `make test` in another terminal) is connected to it.
 #
 # Every LATCHKEY_* variable that is already set is left alone, so e.g.
-#   LATCHKEY_HTTP_ADDR=127.0.0.1:9090 LATCHKEY_PUBLIC_BASE_URL=http://127.0.0.1:9090 make run
-# works. Setting LATCHKEY_DATABASE_URL skips the private PostgreSQL cluster, and
-# setting LATCHKEY_SMTP_URL skips maildev (you bring your own).
+#   LATCHKEY_HTTP_ADDR=127.0.0.1:9090 make run
+# works (the links in email follow the API's address unless LATCHKEY_PUBLIC_BASE_URL
+# is set). Setting LATCHKEY_DATABASE_URL skips the private PostgreSQL cluster, and
+# setting LATCHKEY_SMTP_URL skips maildev (you bring your own). `latchkey dev`
+# prints the URLs once the API answers.
 #
 # LATCHKEY_RUN_CMD replaces the command run in the foreground (default: build
 # .local/bin/latchkey and exec `latchkey dev`; `go run` would turn Ctrl-C into
@@ -22,7 +24,11 @@ script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$script_dir/../.." && pwd)
 cd "$repo"
 
-run_cmd=${LATCHKEY_RUN_CMD:-go build -o .local/bin/latchkey ./cmd/latchkey \&\& exec .local/bin/latchkey dev}
+# The build stamps the git revision (`latchkey version`) when git can read the
+# checkout; -buildvcs is explicit because some environments set GOFLAGS=-buildvcs=false.
+buildvcs=false
+if git -C "$repo" rev-parse --is-inside-work-tree >/dev/null 2>&1; then buildvcs=auto; fi
+run_cmd=${LATCHKEY_RUN_CMD:-go build -buildvcs=$buildvcs -o .local/bin/latchkey ./cmd/latchkey \&\& exec .local/bin/latchkey dev}
 smtp_port=${LATCHKEY_MAILDEV_SMTP_PORT:-1025}
 web_port=${LATCHKEY_MAILDEV_WEB_PORT:-1080}
 maildev_log=$repo/.local/maildev.log
@@ -129,6 +135,8 @@ if [[ -z ${LATCHKEY_SMTP_URL:-} ]]; then
 	done
 	log "starting maildev (SMTP 127.0.0.1:$smtp_port, web 127.0.0.1:$web_port); log: $maildev_log"
 	export LATCHKEY_MAILDEV_SMTP_PORT=$smtp_port LATCHKEY_MAILDEV_WEB_PORT=$web_port
+	# The log names senders, recipients and subjects: the owner's only.
+	install -m 600 /dev/null "$maildev_log"
 	spawn "$script_dir/maildev.sh" >"$maildev_log" 2>&1 </dev/null
 	maildev_pid=$spawned
 	# The first run installs maildev from npm, hence the generous limit.
@@ -150,33 +158,14 @@ else
 fi
 
 # --- the service ----------------------------------------------------------------------
+# LATCHKEY_HTTP_ADDR and LATCHKEY_PUBLIC_BASE_URL are left to `latchkey dev`: its
+# default address, and links in email that follow the address it listens on.
 : "${LATCHKEY_DATA_DIR:=$repo/.local/data}"
-: "${LATCHKEY_HTTP_ADDR:=127.0.0.1:8080}"
-: "${LATCHKEY_PUBLIC_BASE_URL:=http://127.0.0.1:8080}"
 : "${LATCHKEY_ADMIN_TOKEN:=latchkey-dev-admin-token}"
 : "${LATCHKEY_LOG_FORMAT:=console}"
-export LATCHKEY_DATA_DIR LATCHKEY_HTTP_ADDR LATCHKEY_PUBLIC_BASE_URL LATCHKEY_ADMIN_TOKEN LATCHKEY_LOG_FORMAT
+export LATCHKEY_DATA_DIR LATCHKEY_ADMIN_TOKEN LATCHKEY_LOG_FORMAT
 if [[ -n ${LATCHKEY_DEV_MAILBOX_URL:-} ]]; then export LATCHKEY_DEV_MAILBOX_URL; fi
 mkdir -p "$LATCHKEY_DATA_DIR"
-
-# Only echo the token when it is the well-known development default; a token the
-# user chose might be a real secret and should not land in terminal scrollback.
-if [[ $LATCHKEY_ADMIN_TOKEN == latchkey-dev-admin-token ]]; then
-	token_note="the value of LATCHKEY_ADMIN_TOKEN: $LATCHKEY_ADMIN_TOKEN"
-else
-	token_note="the value of LATCHKEY_ADMIN_TOKEN (set in your environment)"
-fi
-cat >&2 <<EOF
-
-  Latchkey (dev)
-    API / pages   $LATCHKEY_PUBLIC_BASE_URL
-    Mailbox       ${LATCHKEY_DEV_MAILBOX_URL:-(none: mail goes to $LATCHKEY_SMTP_URL)}
-    Admin token   $token_note
-                  (send it as "Authorization: Bearer <token>" to /v1/admin/...)
-    Database      $(sed -E 's#(://[^:/@]*):[^@/]*@#\1:***@#' <<<"$LATCHKEY_DATABASE_URL")
-    Stop          Ctrl-C
-
-EOF
 
 # Started in the background and waited for, rather than run in the foreground:
 # bash defers traps until a foreground command returns, so a TERM sent to this

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -116,6 +117,10 @@ func Open(ctx context.Context, cfg config.Config, log zerolog.Logger, opts Optio
 		}
 		a.embedded, err = natsembed.Start(natsembed.Config{Listen: cfg.NATSListen, StoreDir: storeDir})
 		if err != nil {
+			if errors.Is(err, syscall.EADDRINUSE) {
+				return nil, fmt.Errorf("embedded NATS: %s is already in use (a latchkey or nats-server left running?). Stop it, or choose another address with %sNATS_LISTEN (port 0 picks a free one), or use a running NATS with %sNATS_URL: %w",
+					cfg.NATSListen, config.Prefix, config.Prefix, err)
+			}
 			return nil, err
 		}
 		natsURL = a.embedded.ClientURL()
@@ -288,13 +293,24 @@ func (a *App) OpsHandler() http.Handler {
 	return httpapi.NewOps(httpapi.Deps{Checks: a.checks(), Gatherer: a.Registry, Logger: a.Log})
 }
 
-// Serve runs an HTTP server on addr until ctx ends, then shuts it down
-// gracefully, letting in-flight requests finish.
-func (a *App) Serve(ctx context.Context, addr string, h http.Handler, ready func(net.Addr)) error {
+// Listen opens a TCP listener on addr, the value of the setting named
+// setting (without the LATCHKEY_ prefix). A busy port's error says so and
+// names the variable that moves it.
+func Listen(addr, setting string) (net.Listener, error) {
 	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", addr, err)
+	switch {
+	case errors.Is(err, syscall.EADDRINUSE):
+		return nil, fmt.Errorf("%s is already in use (a latchkey left from an earlier run?). Stop it, or choose another address with %s%s: %w",
+			addr, config.Prefix, setting, err)
+	case err != nil:
+		return nil, fmt.Errorf("listen on %s (%s%s): %w", addr, config.Prefix, setting, err)
 	}
+	return ln, nil
+}
+
+// Serve runs an HTTP server on ln until ctx ends, then shuts it down
+// gracefully, letting in-flight requests finish. It closes ln.
+func (a *App) Serve(ctx context.Context, ln net.Listener, h http.Handler) error {
 	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second,
@@ -302,9 +318,6 @@ func (a *App) Serve(ctx context.Context, addr string, h http.Handler, ready func
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    16 << 10,
-	}
-	if ready != nil {
-		ready(ln.Addr())
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

@@ -2,19 +2,28 @@ package cli
 
 import (
 	"cmp"
-	"context"
-	"flag"
 	"fmt"
 	"os"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/latchkey/latchkey/internal/bench"
-	"github.com/latchkey/latchkey/internal/config"
 )
 
-func benchSetup(fs *flag.FlagSet) runFunc {
+func (c *cli) benchCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "run the load harness (needs PostgreSQL; see make bench)",
+		Long: `Run the load harness: it starts the whole stack on loopback (latchkey processes, nats-server,
+an SMTP sink) against the PostgreSQL of --database-url, measures the ingress, the reset pipeline
+and login, and writes a table and bench.json. 'make bench' runs it on the private cluster.`,
+		Example: "  latchkey bench --quick\n  latchkey bench --layouts 1x1 --scenarios login --profile",
+		Args:    cobra.NoArgs,
+	}
+	fs := cmd.Flags()
 	out := fs.String("out", "", "folder for bench.json, logs and profiles (default $BENCH_OUT, else bench-out)")
 	layouts := fs.String("layouts", "1x1,2x2", "worker layouts to measure, TOKENSxMAILERS processes")
 	rates := fs.String("rates", "100,250,400,500,650,800,1000,1500,2000,2500,3000,4000", "request rates of the pipeline ramp, per second")
@@ -22,12 +31,14 @@ func benchSetup(fs *flag.FlagSet) runFunc {
 	phase := fs.Duration("phase", 10*time.Second, "length of each ramp step and closed-loop run")
 	sustain := fs.Duration("sustain", 30*time.Second, "how long the best rate must hold")
 	low := fs.Duration("low", 20*time.Second, "length of the 10/s latency run")
-	profile := fs.Bool("profile", false, "collect CPU and allocation profiles of every process per scenario")
-	quick := fs.Bool("quick", false, "short phases and one layout: a smoke test of the harness, not a measurement")
+	profile := addBool(fs, "profile", "collect CPU and allocation profiles of every process per scenario")
+	quick := addBool(fs, "quick", "short phases and one layout: a smoke test of the harness, not a measurement")
 	scenarios := fs.String("scenarios", "ingress,pipeline,login", "which scenarios to run, comma-separated (to compare one change quickly)")
-	return func(ctx context.Context, env Env, cfg config.Config, args []string) error {
-		if len(args) > 0 {
-			return fmt.Errorf("%w: bench takes only flags", ErrUsage)
+	addSettings(cmd, benchParts)
+	cmd.RunE = run(func(cmd *cobra.Command, _ []string) error {
+		cfg, _, err := c.load(cmd)
+		if err != nil {
+			return err
 		}
 		if *quick {
 			*layouts, *rates, *users = "1x1", "100,400", 30000
@@ -35,10 +46,11 @@ func benchSetup(fs *flag.FlagSet) runFunc {
 		}
 		bc := bench.Config{
 			DatabaseURL: cfg.DatabaseURL, OutDir: *out, LogLevel: cfg.LogLevel, Users: *users,
-			Phase: *phase, Sustain: *sustain, LowRate: *low, Profile: *profile,
+			Phase: *phase, Sustain: *sustain, LowRate: *low, Profile: bool(*profile),
 		}
 		if bc.OutDir == "" {
-			bc.OutDir = cmp.Or(os.Getenv("BENCH_OUT"), "bench-out")
+			benchOut, _ := c.env.Lookup("BENCH_OUT")
+			bc.OutDir = cmp.Or(benchOut, "bench-out")
 		}
 		bc.Scenarios = map[string]bool{}
 		for _, sc := range strings.Split(*scenarios, ",") {
@@ -46,26 +58,26 @@ func benchSetup(fs *flag.FlagSet) runFunc {
 			case "ingress", "pipeline", "login":
 				bc.Scenarios[sc] = true
 			default:
-				return fmt.Errorf("%w: --scenarios takes ingress, pipeline and login", ErrUsage)
+				return usagef(cmd, "--scenarios takes ingress, pipeline and login")
 			}
 		}
-		var err error
 		if bc.Binary, err = os.Executable(); err != nil {
 			return err
 		}
 		if bc.Layouts, err = parseLayouts(*layouts); err != nil {
-			return err
+			return usagef(cmd, "%v", err)
 		}
 		for _, r := range strings.Split(*rates, ",") {
 			rate, err := strconv.Atoi(strings.TrimSpace(r))
 			if err != nil || rate < 1 {
-				return fmt.Errorf("%w: --rates takes positive numbers", ErrUsage)
+				return usagef(cmd, "--rates takes positive numbers")
 			}
 			bc.Rates = append(bc.Rates, rate)
 		}
-		_, err = bench.Run(ctx, bc, env.Stdout)
+		_, err = bench.Run(cmd.Context(), bc, c.env.Stdout)
 		return err
-	}
+	})
+	return cmd
 }
 
 func parseLayouts(v string) ([]bench.Workers, error) {
@@ -75,7 +87,7 @@ func parseLayouts(v string) ([]bench.Workers, error) {
 		tokens, err1 := strconv.Atoi(t)
 		mailers, err2 := strconv.Atoi(m)
 		if !ok || err1 != nil || err2 != nil || tokens < 1 || mailers < 1 {
-			return nil, fmt.Errorf("%w: --layouts takes TOKENSxMAILERS, e.g. 1x1,2x2", ErrUsage)
+			return nil, fmt.Errorf("--layouts takes TOKENSxMAILERS, e.g. 1x1,2x2")
 		}
 		out = append(out, bench.Workers{Tokens: tokens, Mailers: mailers})
 	}

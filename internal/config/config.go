@@ -89,11 +89,38 @@ type Config struct {
 
 	ShutdownTimeout time.Duration
 	DevMailboxURL   string
+
+	// defaulted holds the names of the settings that took their default:
+	// neither a flag, nor the variable, nor an alias set them.
+	defaulted map[string]bool
 }
+
+// IsDefault reports whether the setting name (without Prefix) took its
+// default value, so a command may derive a better one (latchkey dev derives
+// PUBLIC_BASE_URL from the address it listens on).
+func (c Config) IsDefault(name string) bool { return c.defaulted[name] }
+
+// Part is a piece of a process that reads settings. Each setting says which
+// parts read it and each command which parts it runs, so a command's help
+// lists only the settings it uses.
+type Part uint16
+
+const (
+	PartLog      Part = 1 << iota // logging: every command
+	PartDatabase                  // a PostgreSQL connection: every command but version
+	PartPool                      // a pool of PostgreSQL connections: every command but bench
+	PartService                   // a long-running process with NATS JetStream: serve, worker, dev
+	PartIngress                   // the HTTP API: serve, dev
+	PartWorkers                   // the worker roles: worker, dev
+	PartOps                       // the health and metrics listener of worker processes
+	PartDev                       // latchkey dev only
+)
 
 // Setting describes one configuration variable.
 type Setting struct {
 	Name    string // without Prefix
+	Type    string // what the value is, as help shows it: int, duration, bool, url, explicit|uniform…
+	Used    Part   // the parts of a process that read it
 	Default string
 	Help    string
 	Secret  bool
@@ -115,40 +142,52 @@ func (s Setting) Env() string { return Prefix + s.Name }
 // Flag is the setting's command-line flag name, e.g. http-addr.
 func (s Setting) Flag() string { return strings.ToLower(strings.ReplaceAll(s.Name, "_", "-")) }
 
+// SettingsOf lists the settings that the given parts read, in the order of
+// Settings.
+func SettingsOf(parts Part) []Setting {
+	var out []Setting
+	for _, s := range Settings() {
+		if s.Used&parts != 0 {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
 // Settings lists every setting, in the order the README documents them.
 func Settings() []Setting {
 	return []Setting{
-		{Name: "DATABASE_URL", Default: "postgres://postgres@127.0.0.1:55432/latchkey?sslmode=disable", Secret: true,
+		{Name: "DATABASE_URL", Type: "url", Used: PartDatabase, Default: "postgres://postgres@127.0.0.1:55432/latchkey?sslmode=disable", Secret: true,
 			Help: "PostgreSQL connection URL (the default is the private cluster of `make run`/`make test`).",
 			set:  func(c *Config, v string) error { c.DatabaseURL = v; return requireNonEmpty(v) }},
-		{Name: "DB_MAX_CONNS", Default: "16",
+		{Name: "DB_MAX_CONNS", Type: "int", Used: PartPool, Default: "16",
 			Help: "PostgreSQL connections per process. Workers handle events concurrently and the ingress serves many requests at once; pgx's own default (4) starves both.",
 			set:  func(c *Config, v string) (err error) { c.DBMaxConns, err = parseIntRange(v, 1, 1000); return }},
-		{Name: "NATS_URL", Default: "",
+		{Name: "NATS_URL", Type: "urls", Used: PartService, Default: "",
 			Help: "NATS server URLs, comma-separated. Empty runs nats-server with JetStream inside the process.",
 			set:  func(c *Config, v string) error { c.NATSURL = v; return nil }},
-		{Name: "NATS_LISTEN", Default: "127.0.0.1:4222",
+		{Name: "NATS_LISTEN", Type: "host:port", Used: PartService, Default: "127.0.0.1:4222",
 			Help: "Where the embedded nats-server listens, so separate worker processes can join it. Port 0 picks a free one.",
 			set:  func(c *Config, v string) error { c.NATSListen = v; return parseHostPort(v) }},
-		{Name: "DATA_DIR", Default: "data",
+		{Name: "DATA_DIR", Type: "path", Used: PartService, Default: "data",
 			Help: "Local state: the embedded nats-server's JetStream storage.",
 			set:  func(c *Config, v string) error { c.DataDir = v; return requireNonEmpty(v) }},
-		{Name: "STREAM_REPLICAS", Default: "1",
+		{Name: "STREAM_REPLICAS", Type: "int", Used: PartService, Default: "1",
 			Help: "Replicas of the JetStream stream (1 locally, 3 in a cluster).",
 			set:  func(c *Config, v string) (err error) { c.StreamReplicas, err = parseIntRange(v, 1, 5); return }},
-		{Name: "STREAM_MAX_AGE", Default: "168h",
+		{Name: "STREAM_MAX_AGE", Type: "duration", Used: PartService, Default: "168h",
 			Help: "How long the stream keeps events.",
 			set:  func(c *Config, v string) (err error) { c.StreamMaxAge, err = parseDuration(v, time.Minute); return }},
-		{Name: "EVENT_ACK_WAIT", Default: "30s",
+		{Name: "EVENT_ACK_WAIT", Type: "duration", Used: PartWorkers, Default: "30s",
 			Help: "How long a worker may hold an event before JetStream redelivers it.",
 			set:  func(c *Config, v string) (err error) { c.EventAckWait, err = parseDuration(v, time.Second); return }},
-		{Name: "EVENT_MAX_DELIVER", Default: "8",
+		{Name: "EVENT_MAX_DELIVER", Type: "int", Used: PartWorkers, Default: "8",
 			Help: "Deliveries of one event before it becomes a dead letter.",
 			set:  func(c *Config, v string) (err error) { c.EventMaxDeliver, err = parseIntRange(v, 1, 100); return }},
-		{Name: "HTTP_ADDR", Default: "127.0.0.1:8080",
+		{Name: "HTTP_ADDR", Type: "host:port", Used: PartIngress, Default: "127.0.0.1:8080",
 			Help: "Listen address of the HTTP API.",
 			set:  func(c *Config, v string) error { c.HTTPAddr = v; return parseHostPort(v) }},
-		{Name: "OPS_ADDR", Default: "",
+		{Name: "OPS_ADDR", Type: "host:port", Used: PartOps, Default: "",
 			Help: "Listen address for /healthz, /readyz and /metrics in processes without the HTTP API (workers). Empty: off.",
 			set: func(c *Config, v string) error {
 				c.OpsAddr = v
@@ -157,7 +196,7 @@ func Settings() []Setting {
 				}
 				return parseHostPort(v)
 			}},
-		{Name: "PPROF_ADDR", Default: "",
+		{Name: "PPROF_ADDR", Type: "host:port", Used: PartService, Default: "",
 			Help: "Listen address for Go's /debug/pprof profiles. Empty: off. Never expose it publicly.",
 			set: func(c *Config, v string) error {
 				c.PprofAddr = v
@@ -166,61 +205,61 @@ func Settings() []Setting {
 				}
 				return parseHostPort(v)
 			}},
-		{Name: "PUBLIC_BASE_URL", Default: "http://127.0.0.1:8080",
+		{Name: "PUBLIC_BASE_URL", Type: "url", Used: PartWorkers, Default: "http://127.0.0.1:8080",
 			Help:    "Base of every link in email. Links are never built from request headers.",
 			Aliases: []Alias{{Env: "APPSERVER_BASEURL", convert: identity}},
 			set:     func(c *Config, v string) (err error) { c.PublicBaseURL, err = parseBaseURL(v); return }},
-		{Name: "MAX_BODY_BYTES", Default: "65536",
+		{Name: "MAX_BODY_BYTES", Type: "int", Used: PartIngress, Default: "65536",
 			Help: "Largest request body accepted; larger ones get 413.",
 			set: func(c *Config, v string) error {
 				n, err := parseIntRange(v, 1024, 1<<24)
 				c.MaxBodyBytes = int64(n)
 				return err
 			}},
-		{Name: "SMTP_URL", Default: "smtp://127.0.0.1:1025", Secret: true,
+		{Name: "SMTP_URL", Type: "url", Used: PartWorkers, Default: "smtp://127.0.0.1:1025", Secret: true,
 			Help: "SMTP server: `smtp://[user:pass@]host:port` (STARTTLS when offered; `?starttls=required` to insist) or `smtps://` for implicit TLS.",
 			set:  func(c *Config, v string) (err error) { c.SMTPURL, err = parseSMTPURL(v); return }},
-		{Name: "SMTP_POOL", Default: "8",
+		{Name: "SMTP_POOL", Type: "int", Used: PartWorkers, Default: "8",
 			Help: "Persistent SMTP connections per mailer process; also how many emails it sends at once.",
 			set:  func(c *Config, v string) (err error) { c.SMTPPool, err = parseIntRange(v, 1, 256); return }},
-		{Name: "SMTP_TIMEOUT", Default: "15s",
+		{Name: "SMTP_TIMEOUT", Type: "duration", Used: PartWorkers, Default: "15s",
 			Help: "How long one email may take over SMTP (connecting if need be, then MAIL FROM to the end of DATA). A delivery being sent is leased to its worker for at least 4 of these.",
 			set:  func(c *Config, v string) (err error) { c.SMTPTimeout, err = parseDuration(v, time.Second); return }},
-		{Name: "MAIL_FROM_NAME", Default: "Latchkey",
+		{Name: "MAIL_FROM_NAME", Type: "string", Used: PartWorkers, Default: "Latchkey",
 			Help: "Sender name of every email (a per-domain override is possible).",
 			set:  func(c *Config, v string) error { c.MailFromName = v; return rejectControl(v) }},
-		{Name: "MAIL_FROM_ADDRESS", Default: "no-reply@latchkey.localhost",
+		{Name: "MAIL_FROM_ADDRESS", Type: "email", Used: PartWorkers, Default: "no-reply@latchkey.localhost",
 			Help: "Sender address of every email (a per-domain override is possible).",
 			set:  func(c *Config, v string) error { c.MailFromAddress = v; return parseAddress(v) }},
-		{Name: "RESET_TTL", Default: "30m",
+		{Name: "RESET_TTL", Type: "duration", Used: PartWorkers, Default: "30m",
 			Help:    "Lifetime of a password-reset link (and of a legacy confirmation link).",
 			Aliases: []Alias{{Env: "DELTACONTROL_RESET_TIMEOUT", convert: minutesToDuration}},
 			set:     func(c *Config, v string) (err error) { c.ResetTTL, err = parseDuration(v, time.Minute); return }},
-		{Name: "WELCOME_TTL", Default: "72h",
+		{Name: "WELCOME_TTL", Type: "duration", Used: PartWorkers, Default: "72h",
 			Help: "Lifetime of a welcome (setup) link.",
 			set:  func(c *Config, v string) (err error) { c.WelcomeTTL, err = parseDuration(v, time.Minute); return }},
-		{Name: "SESSION_TTL", Default: "12h",
+		{Name: "SESSION_TTL", Type: "duration", Used: PartIngress, Default: "12h",
 			Help: "Lifetime of a login session.",
 			set:  func(c *Config, v string) (err error) { c.SessionTTL, err = parseDuration(v, time.Minute); return }},
-		{Name: "PASSWORD_MIN_LENGTH", Default: "8",
+		{Name: "PASSWORD_MIN_LENGTH", Type: "int", Used: PartIngress, Default: "8",
 			Help: "Shortest password accepted, in characters.",
 			set: func(c *Config, v string) (err error) {
 				c.PasswordMinLength, err = parseIntRange(v, 1, credential.MaxSecretLength)
 				return
 			}},
-		{Name: "PASSWORD_MAX_LENGTH", Default: "64",
+		{Name: "PASSWORD_MAX_LENGTH", Type: "int", Used: PartIngress, Default: "64",
 			Help: "Longest password accepted, in characters.",
 			set: func(c *Config, v string) (err error) {
 				c.PasswordMaxLength, err = parseIntRange(v, 1, credential.MaxSecretLength)
 				return
 			}},
-		{Name: "PIN_MIN_LENGTH", Default: "4",
+		{Name: "PIN_MIN_LENGTH", Type: "int", Used: PartIngress, Default: "4",
 			Help: "Shortest voicemail PIN accepted, in digits.",
 			set:  func(c *Config, v string) (err error) { c.PINMinLength, err = parseIntRange(v, 1, 64); return }},
-		{Name: "PIN_MAX_LENGTH", Default: "10",
+		{Name: "PIN_MAX_LENGTH", Type: "int", Used: PartIngress, Default: "10",
 			Help: "Longest voicemail PIN accepted, in digits.",
 			set:  func(c *Config, v string) (err error) { c.PINMaxLength, err = parseIntRange(v, 1, 64); return }},
-		{Name: "DISCLOSURE", Default: "explicit",
+		{Name: "DISCLOSURE", Type: "explicit|uniform", Used: PartIngress, Default: "explicit",
 			Help: "`explicit`: recovery endpoints say when an account is unknown or ambiguous. `uniform`: they always answer alike.",
 			set: func(c *Config, v string) error {
 				switch Disclosure(v) {
@@ -230,32 +269,32 @@ func Settings() []Setting {
 				}
 				return errors.New("must be explicit or uniform")
 			}},
-		{Name: "LOCKOUT_THRESHOLD", Default: "5",
+		{Name: "LOCKOUT_THRESHOLD", Type: "int", Used: PartIngress | PartWorkers, Default: "5",
 			Help: "Failed logins in a row that lock an account.",
 			set:  func(c *Config, v string) (err error) { c.LockoutThreshold, err = parseIntRange(v, 1, 1000); return }},
-		{Name: "LOCKOUT_DURATION", Default: "15m",
+		{Name: "LOCKOUT_DURATION", Type: "duration", Used: PartIngress | PartWorkers, Default: "15m",
 			Help: "How long a locked account stays locked.",
 			set:  func(c *Config, v string) (err error) { c.LockoutDuration, err = parseDuration(v, time.Second); return }},
-		{Name: "UNLOCK_ON_RESET", Default: "false",
+		{Name: "UNLOCK_ON_RESET", Type: "bool", Used: PartWorkers, Default: "false",
 			Help:    "A password-reset request unlocks a locked account.",
-			Aliases: []Alias{{Env: "DELTACONTROL_RESET_UNLOCK_ACCOUNT", convert: yesNoToBool}},
-			set:     func(c *Config, v string) (err error) { c.UnlockOnReset, err = strconv.ParseBool(v); return }},
-		{Name: "LOGIN_AFTER_RESET", Default: "true",
+			Aliases: []Alias{{Env: "DELTACONTROL_RESET_UNLOCK_ACCOUNT", convert: boolText}},
+			set:     func(c *Config, v string) (err error) { c.UnlockOnReset, err = ParseBool(v); return }},
+		{Name: "LOGIN_AFTER_RESET", Type: "bool", Used: PartIngress, Default: "true",
 			Help: "A successful password reset answers with a session (the user is logged in).",
-			set:  func(c *Config, v string) (err error) { c.LoginAfterReset, err = strconv.ParseBool(v); return }},
-		{Name: "LEGACY_CONFIRM_PAGE", Default: "false",
+			set:  func(c *Config, v string) (err error) { c.LoginAfterReset, err = ParseBool(v); return }},
+		{Name: "LEGACY_CONFIRM_PAGE", Type: "bool", Used: PartIngress, Default: "false",
 			Help: "The legacy confirm link shows a page whose button confirms, for sites whose mail scanners click links.",
-			set:  func(c *Config, v string) (err error) { c.LegacyConfirmPage, err = strconv.ParseBool(v); return }},
-		{Name: "RATE_LIMIT_PER_ACCOUNT", Default: "5/15m",
+			set:  func(c *Config, v string) (err error) { c.LegacyConfirmPage, err = ParseBool(v); return }},
+		{Name: "RATE_LIMIT_PER_ACCOUNT", Type: "N/duration", Used: PartIngress | PartWorkers, Default: "5/15m",
 			Help: "Recovery requests allowed per account, as `N/duration`. Shared by every ingress process (state in PostgreSQL).",
 			set:  func(c *Config, v string) (err error) { c.RateLimitPerAccount, err = ParseRate(v); return }},
-		{Name: "RATE_LIMIT_PER_ADDRESS", Default: "30/15m",
+		{Name: "RATE_LIMIT_PER_ADDRESS", Type: "N/duration", Used: PartIngress, Default: "30/15m",
 			Help: "Recovery and login requests allowed per client address (an IPv6 client counts by its /64), as `N/duration`; login and recovery count separately. Shared by every ingress process (state in PostgreSQL).",
 			set:  func(c *Config, v string) (err error) { c.RateLimitPerAddress, err = ParseRate(v); return }},
-		{Name: "TRUSTED_PROXIES", Default: "",
+		{Name: "TRUSTED_PROXIES", Type: "CIDRs", Used: PartIngress, Default: "",
 			Help: "Proxies in front of the HTTP API, as comma-separated CIDR ranges or addresses (e.g. `10.244.0.0/16`). Only from these peers is `X-Forwarded-For` believed when picking the client address for rate limits, audit and logs. Empty: none; the client is the TCP peer.",
 			set:  func(c *Config, v string) (err error) { c.TrustedProxies, err = ParsePrefixes(v); return }},
-		{Name: "ADMIN_TOKEN", Default: "", Secret: true,
+		{Name: "ADMIN_TOKEN", Type: "string", Used: PartIngress, Default: "", Secret: true,
 			Help: "Bootstrap admin credential (at least 16 characters). Empty: only keys from `latchkey admin-key create` work.",
 			set: func(c *Config, v string) error {
 				c.AdminToken = v
@@ -264,7 +303,7 @@ func Settings() []Setting {
 				}
 				return nil
 			}},
-		{Name: "LOG_LEVEL", Default: "info",
+		{Name: "LOG_LEVEL", Type: "debug|info|warn|error", Used: PartLog, Default: "info",
 			Help: "debug, info, warn or error.",
 			set: func(c *Config, v string) error {
 				switch v {
@@ -274,7 +313,7 @@ func Settings() []Setting {
 				}
 				return errors.New("must be debug, info, warn or error")
 			}},
-		{Name: "LOG_FORMAT", Default: "json",
+		{Name: "LOG_FORMAT", Type: "json|console", Used: PartLog, Default: "json",
 			Help: "json, or console for people.",
 			set: func(c *Config, v string) error {
 				switch v {
@@ -284,10 +323,10 @@ func Settings() []Setting {
 				}
 				return errors.New("must be json or console")
 			}},
-		{Name: "SHUTDOWN_TIMEOUT", Default: "30s",
+		{Name: "SHUTDOWN_TIMEOUT", Type: "duration", Used: PartService, Default: "30s",
 			Help: "How long a stopping process waits for in-flight work.",
 			set:  func(c *Config, v string) (err error) { c.ShutdownTimeout, err = parseDuration(v, time.Second); return }},
-		{Name: "DEV_MAILBOX_URL", Default: "",
+		{Name: "DEV_MAILBOX_URL", Type: "url", Used: PartDev, Default: "",
 			Help: "Printed by `latchkey dev` as the web mailbox of the local SMTP sink.",
 			set:  func(c *Config, v string) error { c.DevMailboxURL = v; return nil }},
 	}
@@ -297,13 +336,16 @@ func Settings() []Setting {
 // overrides holds flag values by setting name and wins over the environment.
 // The error names the variable at fault.
 func Load(lookup func(string) (string, bool), overrides map[string]string) (Config, error) {
-	var cfg Config
+	cfg := Config{defaulted: map[string]bool{}}
 	var errs []error
 	for _, s := range Settings() {
 		value, source, err := resolve(s, lookup, overrides)
 		if err != nil {
 			errs = append(errs, err)
 			continue
+		}
+		if source == defaultSource(s) {
+			cfg.defaulted[s.Name] = true
 		}
 		if err := s.set(&cfg, value); err != nil {
 			errs = append(errs, fmt.Errorf("%s: invalid value %s: %w", source, quoteUnlessSecret(s, value), err))
@@ -331,8 +373,10 @@ func resolve(s Setting, lookup func(string) (string, bool), overrides map[string
 			return converted, a.Env, nil
 		}
 	}
-	return s.Default, s.Env() + " (default)", nil
+	return s.Default, defaultSource(s), nil
 }
+
+func defaultSource(s Setting) string { return s.Env() + " (default)" }
 
 func (c *Config) crossCheck() []error {
 	var errs []error
@@ -371,14 +415,25 @@ func minutesToDuration(v string) (string, error) {
 	return (time.Duration(n) * time.Minute).String(), nil
 }
 
-func yesNoToBool(v string) (string, error) {
-	switch strings.ToUpper(strings.TrimSpace(v)) {
-	case "YES":
-		return "true", nil
-	case "NO":
-		return "false", nil
+// boolText converts the legacy servlet's YES/NO (or any boolean ParseBool
+// accepts) to this setting's format.
+func boolText(v string) (string, error) {
+	b, err := ParseBool(v)
+	return strconv.FormatBool(b), err
+}
+
+// ParseBool reads a boolean the way people write one: true/false, yes/no,
+// 1/0, in any case, with surrounding spaces ignored; t/f too, which earlier
+// versions accepted (strconv.ParseBool). Every boolean setting, alias and
+// flag is read with it.
+func ParseBool(v string) (bool, error) {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "true", "yes", "1", "t":
+		return true, nil
+	case "false", "no", "0", "f":
+		return false, nil
 	}
-	return "", errors.New("must be YES or NO")
+	return false, errors.New("must be true or false (yes/no and 1/0 work too)")
 }
 
 func requireNonEmpty(v string) error {

@@ -40,6 +40,17 @@ func Start(cfg Config) (*Server, error) {
 	}
 	if port == 0 {
 		port = server.RANDOM_PORT
+	} else {
+		// nats-server reports a port it cannot bind only to its log (off
+		// here), and readiness fails after the whole wait below; find out
+		// first, so the caller hears "address already in use" at once.
+		probe, err := net.Listen("tcp", cfg.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("embedded nats-server: %w", err)
+		}
+		if err := probe.Close(); err != nil {
+			return nil, fmt.Errorf("embedded nats-server: probe %s: %w", cfg.Listen, err)
+		}
 	}
 	if cfg.ServerName == "" {
 		cfg.ServerName = "latchkey-embedded"
