@@ -61,6 +61,7 @@ type Server struct {
 	mux  *http.ServeMux
 	// patterns are the mux's, in the order they were registered.
 	patterns []string
+	openapi  openAPIDoc
 }
 
 // Patterns lists every route the server serves, as its http.ServeMux
@@ -73,7 +74,7 @@ func New(deps Deps, cfg Config) *Server {
 	if cfg.MaxBodyBytes == 0 {
 		cfg.MaxBodyBytes = 64 << 10
 	}
-	s := &Server{cfg: cfg, deps: deps, mux: http.NewServeMux()}
+	s := &Server{cfg: cfg, deps: deps, mux: http.NewServeMux(), openapi: newOpenAPIDoc()}
 	s.routes()
 	return s
 }
@@ -117,6 +118,8 @@ func (s *Server) routes() {
 	s.handle("POST /v1/login", s.login)
 	s.handle("GET /v1/me", s.authenticated(s.me))
 	s.handle("POST /v1/logout", s.authenticated(s.logout))
+
+	s.handle("GET /v1/openapi.json", s.openAPI)
 }
 
 // handlerFunc is a handler that returns its error to the one error mapper.
