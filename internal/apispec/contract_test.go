@@ -32,7 +32,8 @@ import (
 //     documented headers and body, and a problem's code must be one that
 //     the response lists in x-problem-codes;
 //   - a request outside the document must get a 404 or 405 problem;
-//   - a 5xx is always a fault: the flows never provoke one.
+//   - a 5xx is always a fault: the flows never provoke one, except 503
+//     during an outage the test causes (see outage).
 //
 // Response schemas are checked more strictly than the document says: a
 // client must ignore members it does not know (so that the API can grow),
@@ -46,6 +47,15 @@ type contract struct {
 
 	mu   sync.Mutex
 	seen map[string]map[int]bool // operation ("POST /v1/login") → statuses answered
+	down bool                    // see outage
+}
+
+// outage says whether the test has stopped a dependency, so that 503 is
+// expected.
+func (c *contract) outage(on bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.down = on
 }
 
 // newContract loads the document, closed as described above.
@@ -159,7 +169,7 @@ func (c *contract) check(req *http.Request, status int, header http.Header, body
 	if err := openapi3filter.ValidateResponse(ctx, out); err != nil {
 		c.t.Errorf("%s → %d: the answer does not match the document:\n%v\nbody: %.2000s", where, status, err, body)
 	}
-	if status >= 500 {
+	if status >= 500 && !(status == http.StatusServiceUnavailable && c.isDown()) {
 		c.t.Errorf("%s → %d: a server fault in a flow that never provokes one: %s", where, status, body)
 	}
 	if header.Get("Content-Type") == "application/problem+json" {
@@ -192,6 +202,12 @@ func (c *contract) checkProblem(where string, header http.Header, body []byte, c
 	if codes != nil && !slices.Contains(codes, code) {
 		c.t.Errorf("%s: problem code %q is not in this answer's x-problem-codes %v", where, code, codes)
 	}
+}
+
+func (c *contract) isDown() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.down
 }
 
 func (c *contract) note(op string, status int) {

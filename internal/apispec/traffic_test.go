@@ -267,5 +267,18 @@ func TestTrafficMatchesOpenAPI(t *testing.T) {
 	expect(t, c.admin("GET", "/v1/admin/deliveries?user_id="+uuid.NewString(), nil), 404, "user_not_found")
 	expect(t, c.admin("GET", "/v1/admin/deliveries?user_id=someone", nil), 422, "validation_failed")
 
-	chk.assertCovered(t, 200, 201, 202, 204, 304, 400, 401, 403, 404, 405, 409, 410, 413, 415, 422, 423, 429)
+	// An outage: NATS stops, the API says so, and it comes back.
+	chk.outage(true)
+	s.NATS.Stop()
+	expect(t, c.do("GET", "/readyz", nil, nil), 503, "")
+	expect(t, c.do("POST", "/v1/password/forgot", map[string]string{"identifier": loginName}, nil), 503, "unavailable")
+	s.NATS.Start(t)
+	for deadline := time.Now().Add(20 * time.Second); c.do("GET", "/readyz", nil, nil).Status != 200; time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("not ready again 20 s after NATS came back")
+		}
+	}
+	chk.outage(false)
+
+	chk.assertCovered(t, 200, 201, 202, 204, 304, 400, 401, 403, 404, 405, 409, 410, 413, 415, 422, 423, 429, 503)
 }
