@@ -129,7 +129,9 @@ func TestPublishedEventsMatchTheirSchemas(t *testing.T) {
 		events.TypeResetRequested: 2, events.TypeMailRequested: 3, events.TypeMailDelivered: 2,
 		events.TypeMailFailed: 1, events.TypePasswordChanged: 1,
 	}
-	msgs := readStream(ctx, t, s, want)
+	readCtx, cancelRead := context.WithTimeout(context.Background(), time.Minute)
+	defer cancelRead()
+	msgs := readStream(readCtx, t, s, want)
 	seen := map[string]int{}
 	var resetVariants []string
 	for _, m := range msgs {
