@@ -179,10 +179,11 @@ func TestTrafficMatchesOpenAPI(t *testing.T) {
 	expect(t, c.do("GET", "/v1/admin/dead-letters", nil, headers("Authorization", "Bearer "+scoped)), 403, "forbidden")
 
 	// Users: one, an import, and what is refused.
-	u := expect(t, c.admin("POST", "/v1/admin/users", map[string]any{
+	one := c.admin("POST", "/v1/admin/users", map[string]any{
 		"domain": acme, "extension": "1001", "email": "jason@example.com", "first_name": "Jason", "last_name": "Lord",
 		"password": password,
-	}), 201, "")
+	})
+	u := expect(t, one, 201, "")
 	userID, loginName := u["id"].(string), u["login_name"].(string)
 	imported := c.admin("POST", "/v1/admin/users", []map[string]any{
 		{"domain": acme, "extension": "1002", "email": "ann@example.com", "first_name": "Ann", "password": password, "pin": "80476"},
@@ -203,6 +204,31 @@ func TestTrafficMatchesOpenAPI(t *testing.T) {
 	}
 	expect(t, c.admin("POST", "/v1/admin/users", many), 413, "import_too_large")
 	expect(t, c.admin("POST", "/v1/admin/users", map[string]string{"domain": acme, "extension": "1", "email": "big@example.com", "first_name": strings.Repeat("x", 70<<10)}), 413, "body_too_large")
+
+	// Every Location answers a GET, and an admin changes a user.
+	t.Run("resources behind Location", func(t *testing.T) {
+		if d := expect(t, c.admin("GET", created.Header.Get("Location"), nil), 200, ""); d["name"] != acme {
+			t.Errorf("GET %s = %v", created.Header.Get("Location"), d)
+		}
+		expect(t, c.admin("GET", "/v1/admin/domains/"+uuid.NewString(), nil), 404, "domain_not_found")
+		expect(t, c.admin("GET", "/v1/admin/domains?limit=1", nil), 200, "")
+		if got := expect(t, c.admin("GET", one.Header.Get("Location"), nil), 200, ""); got["id"] != userID {
+			t.Errorf("GET %s = %v", one.Header.Get("Location"), got)
+		}
+		expect(t, c.admin("GET", "/v1/admin/users/"+uuid.NewString(), nil), 404, "user_not_found")
+		changed := expect(t, c.admin("PATCH", "/v1/admin/users/"+annID, map[string]string{"first_name": "Anne", "locale": "fr"}), 200, "")
+		if changed["first_name"] != "Anne" || changed["locale"] != "fr" || changed["last_name"] != "" {
+			t.Errorf("PATCH = %v", changed)
+		}
+		cleared := expect(t, c.admin("PATCH", "/v1/admin/users/"+annID, `{"first_name":null,"locale":null}`, "Content-Type", "application/merge-patch+json"), 200, "")
+		if cleared["first_name"] != "" || cleared["locale"] != "en" {
+			t.Errorf("PATCH with nulls = %v", cleared)
+		}
+		expect(t, c.admin("PATCH", "/v1/admin/users/"+annID, map[string]string{"extension": "1001"}), 409, "user_exists")
+		expect(t, c.admin("PATCH", "/v1/admin/users/"+annID, `{"email":null}`), 422, "validation_failed")
+		expect(t, c.admin("PATCH", "/v1/admin/users/"+annID, map[string]string{"email": "not an email"}), 422, "validation_failed")
+		expect(t, c.admin("PATCH", "/v1/admin/users/"+uuid.NewString(), map[string]string{"first_name": "Nobody"}), 404, "user_not_found")
+	})
 
 	// Listing users.
 	page := expect(t, c.admin("GET", "/v1/admin/users?domain="+acme+"&limit=1", nil), 200, "")
