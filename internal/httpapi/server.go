@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -58,14 +59,22 @@ type Server struct {
 	cfg  Config
 	deps Deps
 	mux  *http.ServeMux
+	// patterns are the mux's, in the order they were registered.
+	patterns []string
+	openapi  openAPIDoc
 }
+
+// Patterns lists every route the server serves, as its http.ServeMux
+// pattern ("POST /v1/login"), in the order registered. The OpenAPI
+// document is held against this list (internal/apispec).
+func (s *Server) Patterns() []string { return slices.Clone(s.patterns) }
 
 // New builds the handler tree.
 func New(deps Deps, cfg Config) *Server {
 	if cfg.MaxBodyBytes == 0 {
 		cfg.MaxBodyBytes = 64 << 10
 	}
-	s := &Server{cfg: cfg, deps: deps, mux: http.NewServeMux()}
+	s := &Server{cfg: cfg, deps: deps, mux: http.NewServeMux(), openapi: newOpenAPIDoc()}
 	s.routes()
 	return s
 }
@@ -81,7 +90,7 @@ func NewOps(deps Deps) *Server {
 func (s *Server) opsRoutes() {
 	s.handle("GET /healthz", s.healthz)
 	s.handle("GET /readyz", s.readyz)
-	s.mux.Handle("GET /metrics", s.deps.Metrics.instrument("GET /metrics",
+	s.register("GET /metrics", s.deps.Metrics.instrument("GET /metrics",
 		promhttp.HandlerFor(s.deps.Gatherer, promhttp.HandlerOpts{})))
 }
 
@@ -109,17 +118,26 @@ func (s *Server) routes() {
 	s.handle("POST /v1/login", s.login)
 	s.handle("GET /v1/me", s.authenticated(s.me))
 	s.handle("POST /v1/logout", s.authenticated(s.logout))
+
+	s.handle("GET /v1/openapi.json", s.openAPI)
 }
 
 // handlerFunc is a handler that returns its error to the one error mapper.
 type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 
 func (s *Server) handle(pattern string, h handlerFunc) {
-	s.mux.Handle(pattern, s.deps.Metrics.instrument(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	s.register(pattern, s.deps.Metrics.instrument(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := h(w, r); err != nil {
 			s.writeError(w, r, err)
 		}
 	})))
+}
+
+// register is the one place a route joins the mux, so that Patterns lists
+// them all.
+func (s *Server) register(pattern string, h http.Handler) {
+	s.patterns = append(s.patterns, pattern)
+	s.mux.Handle(pattern, h)
 }
 
 // ServeHTTP runs the middleware around the router.
