@@ -55,8 +55,11 @@ func (sc Scope) covers(domainID uuid.UUID) bool {
 	return sc.DomainID == nil || *sc.DomainID == domainID
 }
 
-// ErrForbidden means the admin key's scope does not cover the request.
-var ErrForbidden = errors.New("outside the admin key's domain")
+// ErrForbidden means the operation spans every domain (creating a domain,
+// reading dead letters), which a key limited to one domain may never do. A
+// scoped key asking for another domain's object is answered as for one that
+// does not exist instead, never with this error.
+var ErrForbidden = errors.New("the operation needs an admin key without a domain")
 
 // DomainInput is the body of POST /v1/admin/domains.
 type DomainInput struct {
