@@ -60,8 +60,78 @@ func (s *Server) createDomain(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	w.Header().Set("Location", "/v1/admin/domains/"+d.ID.String())
-	writeJSON(w, http.StatusCreated, domainResponse{ID: d.ID, Name: d.Name, Locale: d.Locale, CreatedAt: d.CreatedAt})
+	writeJSON(w, http.StatusCreated, domainJSON(d))
 	return nil
+}
+
+// errDomainNotFound also answers a key scoped to another domain, which must
+// not learn that the domain exists.
+var errDomainNotFound = problem.New(http.StatusNotFound, "domain_not_found", "There is no domain with this id.")
+
+func domainJSON(d store.Domain) domainResponse {
+	return domainResponse{ID: d.ID, Name: d.Name, Locale: d.Locale, CreatedAt: d.CreatedAt}
+}
+
+// getDomain answers GET /v1/admin/domains/{id}, where POST's Location points.
+func (s *Server) getDomain(w http.ResponseWriter, r *http.Request) error {
+	id, err := uuid.Parse(r.PathValue("id"))
+	if err != nil {
+		return errDomainNotFound
+	}
+	d, err := s.deps.Accounts.Domain(r.Context(), scopeOf(r.Context()), id)
+	if errors.Is(err, store.ErrNotFound) {
+		return errDomainNotFound
+	}
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, domainJSON(d))
+	return nil
+}
+
+// listDomains answers GET /v1/admin/domains?limit=&after=, paged like the
+// users: in id order, "next" is the after of the next page.
+func (s *Server) listDomains(w http.ResponseWriter, r *http.Request) error {
+	after, limit, errs := pageQuery(r, "a domain id")
+	if len(errs) > 0 {
+		return problem.Validation(errs)
+	}
+	// One row more than asked tells whether there is a next page.
+	domains, err := s.deps.Accounts.ListDomains(r.Context(), scopeOf(r.Context()), after, limit+1)
+	if err != nil {
+		return err
+	}
+	resp := struct {
+		Items []domainResponse `json:"items"`
+		Next  string           `json:"next,omitempty"`
+	}{Items: []domainResponse{}}
+	if len(domains) > limit {
+		domains = domains[:limit]
+		resp.Next = domains[limit-1].ID.String()
+	}
+	for _, d := range domains {
+		resp.Items = append(resp.Items, domainJSON(d))
+	}
+	writeJSON(w, http.StatusOK, resp)
+	return nil
+}
+
+// pageQuery reads limit and after (an id from an earlier page, described as
+// what in its fault) and returns their faults.
+func pageQuery(r *http.Request, what string) (after *uuid.UUID, limit int, errs []problem.FieldError) {
+	q := r.URL.Query()
+	if v := q.Get("after"); v != "" {
+		id, err := uuid.Parse(v)
+		if err != nil {
+			errs = append(errs, problem.FieldError{Field: "after", Code: "invalid_cursor", Detail: "after must be " + what + " from an earlier page."})
+		}
+		after = &id
+	}
+	limit, ok := pageSize(q.Get("limit"))
+	if !ok {
+		errs = append(errs, problem.FieldError{Field: "limit", Code: "invalid_limit", Detail: "limit must be a number from 1 to 500."})
+	}
+	return after, limit, errs
 }
 
 type userResponse struct {
@@ -124,6 +194,25 @@ func (s *Server) createUsers(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// getUser answers GET /v1/admin/users/{id}, where POST's Location points.
+// A malformed id, an unknown one and one of another domain than the key's
+// get the same 404.
+func (s *Server) getUser(w http.ResponseWriter, r *http.Request) error {
+	id, err := uuid.Parse(r.PathValue("id"))
+	if err != nil {
+		return errUserNotFound
+	}
+	u, err := s.deps.Accounts.User(r.Context(), scopeOf(r.Context()), id)
+	if errors.Is(err, store.ErrNotFound) {
+		return errUserNotFound
+	}
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, userJSON(u))
+	return nil
+}
+
 // setStatus answers POST /v1/admin/users/{id}/disable and …/enable with the
 // user as it now is.
 func (s *Server) setStatus(status string) handlerFunc {
@@ -161,17 +250,9 @@ func (s *Server) listUsers(w http.ResponseWriter, r *http.Request) error {
 		}
 		f.PasswordSet = &b
 	}
-	if v := q.Get("after"); v != "" {
-		id, err := uuid.Parse(v)
-		if err != nil {
-			errs = append(errs, problem.FieldError{Field: "after", Code: "invalid_cursor", Detail: "after must be a user id from an earlier page."})
-		}
-		f.After = &id
-	}
-	limit, ok := pageSize(q.Get("limit"))
-	if !ok {
-		errs = append(errs, problem.FieldError{Field: "limit", Code: "invalid_limit", Detail: "limit must be a number from 1 to 500."})
-	}
+	after, limit, pageErrs := pageQuery(r, "a user id")
+	f.After = after
+	errs = append(errs, pageErrs...)
 	if len(errs) > 0 {
 		return problem.Validation(errs)
 	}

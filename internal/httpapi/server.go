@@ -95,8 +95,11 @@ func (s *Server) routes() {
 	// client wants to know, that the session is over. Not inspect: it only
 	// reads.
 	s.handle("POST /v1/admin/domains", s.admin(s.idempotent(s.createDomain)))
+	s.handle("GET /v1/admin/domains", s.admin(s.listDomains))
+	s.handle("GET /v1/admin/domains/{id}", s.admin(s.getDomain))
 	s.handle("POST /v1/admin/users", s.admin(s.idempotent(s.createUsers)))
 	s.handle("GET /v1/admin/users", s.admin(s.listUsers))
+	s.handle("GET /v1/admin/users/{id}", s.admin(s.getUser))
 	s.handle("GET /v1/admin/dead-letters", s.admin(s.listDeadLetters))
 	s.handle("POST /v1/admin/users/{id}/password-reset", s.admin(s.idempotent(s.adminPasswordReset)))
 	s.handle("POST /v1/admin/users/{id}/disable", s.admin(s.idempotent(s.setStatus(accounts.StatusDisabled))))
