@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/google/uuid"
 
 	"github.com/latchkey/latchkey/internal/accounts"
@@ -203,6 +206,62 @@ func (s *Server) getUser(w http.ResponseWriter, r *http.Request) error {
 		return errUserNotFound
 	}
 	u, err := s.deps.Accounts.User(r.Context(), scopeOf(r.Context()), id)
+	if errors.Is(err, store.ErrNotFound) {
+		return errUserNotFound
+	}
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, userJSON(u))
+	return nil
+}
+
+// userPatchBody is the body of PATCH /v1/admin/users/{id}, decoded strictly
+// like every body; which members were present, and which null, is read
+// separately (a nil pointer is either).
+type userPatchBody struct {
+	FirstName *string `json:"first_name"`
+	LastName  *string `json:"last_name"`
+	Email     *string `json:"email"`
+	Locale    *string `json:"locale"`
+	Extension *string `json:"extension"`
+}
+
+// updateUser answers PATCH /v1/admin/users/{id} (a JSON merge patch, RFC
+// 7396) with the user as it now is. The body is checked before the id, so
+// that a bad body gets the same 422 whether the user exists or not.
+func (s *Server) updateUser(w http.ResponseWriter, r *http.Request) error {
+	body, err := s.readBody(w, r)
+	if err != nil {
+		return err
+	}
+	var in userPatchBody
+	if err := decodeStrict(body, &in); err != nil {
+		return err
+	}
+	var members map[string]jsontext.Value
+	if err := json.Unmarshal(body, &members); err != nil {
+		return fmt.Errorf("read the members of a decoded patch: %w", err)
+	}
+	field := func(name string, v *string) accounts.Field {
+		raw, set := members[name]
+		f := accounts.Field{Set: set, Null: set && raw.Kind() == 'n'}
+		if v != nil {
+			f.Value = *v
+		}
+		return f
+	}
+	patch := accounts.UserPatch{
+		FirstName: field("first_name", in.FirstName), LastName: field("last_name", in.LastName),
+		Email: field("email", in.Email), Locale: field("locale", in.Locale), Extension: field("extension", in.Extension),
+	}
+	id, idErr := uuid.Parse(r.PathValue("id"))
+	if idErr != nil {
+		// Unknown, once the body has been judged like any other.
+		id = uuid.Nil
+	}
+	principal := principalOf(r.Context())
+	u, err := s.deps.Accounts.UpdateUser(r.Context(), scopeOf(r.Context()), id, patch, metaOf(r, audit.ActorAdmin, principal.KeyID))
 	if errors.Is(err, store.ErrNotFound) {
 		return errUserNotFound
 	}

@@ -220,3 +220,31 @@ func TestListDomains(t *testing.T) {
 		t.Fatalf("errors = %v", m["errors"])
 	}
 }
+
+// TestResourceRoutesAnswerWrongMethodsAndBadInputAsProblems: the new paths
+// say which methods they take, and never answer 500.
+func TestResourceRoutesAnswerWrongMethodsAndBadInputAsProblems(t *testing.T) {
+	s := apptest.Start(t, apptest.Options{})
+	createDomain(t, s, acme)
+	id := createUserAs(t, s, apptest.AdminToken, map[string]any{"domain": acme, "extension": "1001", "email": "a@example.com"})["id"].(string)
+	r := s.Admin(t, "DELETE", "/v1/admin/users/"+id, nil)
+	expectProblem(t, r, 405, "method_not_allowed")
+	if allow := r.Header.Get("Allow"); !strings.Contains(allow, "GET") || !strings.Contains(allow, "PATCH") {
+		t.Fatalf("Allow = %q", allow)
+	}
+	for _, b := range []string{``, `null`, `0`, `"x"`, `[]`, `[{}]`, `{"email":null,"extension":null}`, `{"email":{}}`,
+		`{"extension":"\u0000"}`, `{"first_name":"` + strings.Repeat("é", 300) + `"}`, "\xff\xfe", `{"locale":"` + strings.Repeat("x", 100) + `"}`} {
+		r := s.Admin(t, "PATCH", "/v1/admin/users/"+id, b)
+		if r.Status < 400 || r.Status >= 500 || r.Header.Get("Content-Type") != "application/problem+json" {
+			t.Errorf("PATCH %q = %d %s", b, r.Status, r.Body)
+		}
+	}
+	for _, p := range []string{"/v1/admin/users/%00", "/v1/admin/domains/%ff", "/v1/admin/domains?after=%00", "/v1/admin/domains?limit=-1"} {
+		if r := s.Admin(t, "GET", p, nil); r.Status < 400 || r.Status >= 500 {
+			t.Errorf("GET %s = %d %s", p, r.Status, r.Body)
+		}
+	}
+	if r := s.Do(t, "GET", "/v1/admin/users/"+id, nil, ""); r.Status != 401 {
+		t.Fatalf("GET user without a key: %d", r.Status)
+	}
+}
