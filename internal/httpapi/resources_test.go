@@ -142,8 +142,12 @@ func TestGetUserAndDomain(t *testing.T) {
 	if strings.Contains(string(r.Body), pin) || strings.Contains(string(r.Body), "argon2") {
 		t.Fatalf("the answer leaks the PIN or its hash: %s", r.Body)
 	}
-	if r := s.Do(t, "GET", "/v1/admin/users/"+id, nil, scopedKey(t, s, acme)); r.Status != 200 {
+	own := scopedKey(t, s, acme)
+	if r := s.Do(t, "GET", "/v1/admin/users/"+id, nil, own); r.Status != 200 {
 		t.Fatalf("GET user with its domain's key: %d %s", r.Status, r.Body)
+	}
+	if r := s.Do(t, "GET", "/v1/admin/domains/"+acmeID, nil, own); r.Status != 200 {
+		t.Fatalf("GET domain with its own key: %d %s", r.Status, r.Body)
 	}
 	d := s.Admin(t, "GET", "/v1/admin/domains/"+acmeID, nil)
 	if d.Status != 200 {
