@@ -1,6 +1,6 @@
-// Package accounts owns tenants and users as admins create and list them:
-// validation of what comes in, hashing of initial secrets, and the rules
-// that make a login name unique.
+// Package accounts owns tenants and users as admins create, read, change and
+// list them: validation of what comes in, hashing of initial secrets, the
+// rules that make a login name unique, and what an email change revokes.
 package accounts
 
 import (
