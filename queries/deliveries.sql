@@ -131,3 +131,15 @@ WITH x AS (
     ON CONFLICT (event_id) DO NOTHING
 )
 SELECT f.id FROM f;
+
+-- Whether a mailer holds a claim on one of the user's deliveries: sending,
+-- claimed or renewed since stale_before (now less the claim lease). Such a
+-- delivery may be on the wire to the address it was recorded with. Asked
+-- under the user's row lock (LockUser), which every claim takes first
+-- (LockUsersOfDeliveries): a claim has either committed (and is seen here)
+-- or waits for the caller's commit (and then sees what it changed).
+-- name: UserHasDeliveryInFlight :one
+SELECT EXISTS (
+    SELECT 1 FROM mail_deliveries
+    WHERE user_id = @user_id AND status = 'sending' AND updated_at >= @stale_before::timestamptz
+);

@@ -177,3 +177,14 @@ FOR NO KEY UPDATE OF u;
 UPDATE users SET failed_logins = 0, locked_until = NULL, failed_login_at = NULL, updated_at = @now::timestamptz
 WHERE id = ANY(@ids::uuid[]) AND locked_until IS NOT NULL
 RETURNING id;
+
+-- The fields an admin changes (PATCH /v1/admin/users/{id}). The caller holds
+-- the user's row lock (LockUser) and passes every field, changed or not. Not
+-- a secret change: credential_version stays, so sessions and logins in
+-- flight are untouched.
+-- name: UpdateUserProfile :one
+UPDATE users
+SET first_name = @first_name, last_name = @last_name, email = @email, locale = @locale, extension = @extension,
+    updated_at = @now::timestamptz
+WHERE id = @id
+RETURNING *;

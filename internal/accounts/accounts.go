@@ -1,6 +1,6 @@
-// Package accounts owns tenants and users as admins create and list them:
-// validation of what comes in, hashing of initial secrets, and the rules
-// that make a login name unique.
+// Package accounts owns tenants and users as admins create, read, change and
+// list them: validation of what comes in, hashing of initial secrets, the
+// rules that make a login name unique, and what an email change revokes.
 package accounts
 
 import (
@@ -27,17 +27,31 @@ import (
 // in several requests.
 const MaxImport = 500
 
-// Service creates, lists, disables and enables domains and users.
+// Service creates, reads, changes, lists, disables and enables domains and
+// users.
 type Service struct {
+	cfg    Config
 	store  *store.Store
 	hasher *credential.Hasher
 	policy *credential.Policy
 	now    func() time.Time
 }
 
+// Config configures the service.
+type Config struct {
+	// DeliveryClaimLease is the mailer's claim lease
+	// (delivery.MailerConfig.Lease): a delivery claimed or renewed within it
+	// may be on the wire, so an email change refuses until it is out.
+	// Default 2 minutes.
+	DeliveryClaimLease time.Duration
+}
+
 // New builds the service.
-func New(st *store.Store, hasher *credential.Hasher, policy *credential.Policy, now func() time.Time) *Service {
-	return &Service{store: st, hasher: hasher, policy: policy, now: now}
+func New(st *store.Store, hasher *credential.Hasher, policy *credential.Policy, now func() time.Time, cfg Config) *Service {
+	if cfg.DeliveryClaimLease <= 0 {
+		cfg.DeliveryClaimLease = 2 * time.Minute
+	}
+	return &Service{cfg: cfg, store: st, hasher: hasher, policy: policy, now: now}
 }
 
 // Scope limits what an admin key may touch: nil DomainID means every domain.
@@ -55,8 +69,11 @@ func (sc Scope) covers(domainID uuid.UUID) bool {
 	return sc.DomainID == nil || *sc.DomainID == domainID
 }
 
-// ErrForbidden means the admin key's scope does not cover the request.
-var ErrForbidden = errors.New("outside the admin key's domain")
+// ErrForbidden means the operation spans every domain (creating a domain,
+// reading dead letters), which a key limited to one domain may never do. A
+// scoped key asking for another domain's object is answered as for one that
+// does not exist instead, never with this error.
+var ErrForbidden = errors.New("the operation needs an admin key without a domain")
 
 // DomainInput is the body of POST /v1/admin/domains.
 type DomainInput struct {
@@ -230,12 +247,11 @@ func (s *Service) validateUser(ctx context.Context, scope Scope, in UserInput, d
 		errs = append(errs, fieldErr("email", "invalid_email", identifier.EmailRule))
 	}
 
-	for _, f := range []struct{ name, value string }{{"first_name", in.FirstName}, {"last_name", in.LastName}} {
-		if utf8.RuneCountInString(f.value) > 100 || hasControl(f.value) {
-			errs = append(errs, fieldErr(f.name, "invalid_name", "Names are at most 100 characters, without line breaks or control characters."))
-		}
-	}
-	u.FirstName, u.LastName = strings.TrimSpace(in.FirstName), strings.TrimSpace(in.LastName)
+	var fe []problem.FieldError
+	u.FirstName, fe = personName("first_name", in.FirstName)
+	errs = append(errs, fe...)
+	u.LastName, fe = personName("last_name", in.LastName)
+	errs = append(errs, fe...)
 
 	locale, ok := canonicalLocale(in.Locale, "")
 	if !ok {
@@ -350,6 +366,14 @@ func (s *Service) ListUsers(ctx context.Context, scope Scope, f ListFilter) ([]s
 		filter.DomainID = scope.DomainID
 	}
 	return s.store.ListUsers(ctx, filter)
+}
+
+// personName checks a first or last name and returns it trimmed.
+func personName(field, value string) (string, []problem.FieldError) {
+	if utf8.RuneCountInString(value) > 100 || hasControl(value) {
+		return "", []problem.FieldError{fieldErr(field, "invalid_name", "Names are at most 100 characters, without line breaks or control characters.")}
+	}
+	return strings.TrimSpace(value), nil
 }
 
 func conflictProblem(constraint string, u store.NewUser, index int, batch bool) *problem.Problem {

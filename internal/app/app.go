@@ -232,7 +232,7 @@ func (a *App) Handler() http.Handler {
 	a.startRateLimitSweep()
 	return httpapi.New(httpapi.Deps{
 		Store:    a.Store,
-		Accounts: accounts.New(a.Store, a.hasher, a.policy, a.now),
+		Accounts: accounts.New(a.Store, a.hasher, a.policy, a.now, accounts.Config{DeliveryClaimLease: a.mailerConfig().Lease()}),
 		Recovery: a.recovery,
 		Login:    a.login,
 		Sessions: a.sessions,
@@ -337,28 +337,33 @@ func (a *App) Serve(ctx context.Context, ln net.Listener, h http.Handler) error 
 	return nil
 }
 
-// Handlers are the production event handlers of every role. The mailer's
-// SMTP connections open on first use.
-func (a *App) Handlers() (Handlers, error) {
-	// One SMTP exchange takes at most SMTP_TIMEOUT plus the sender's second
-	// of grace; the mailer's claim lease must cover that.
-	smtpTimeout := a.Config.SMTPTimeout
-	if a.sender == nil {
-		var err error
-		a.sender, err = mailer.New(mailer.Config{URL: a.Config.SMTPURL, Pool: a.Config.SMTPPool, Timeout: smtpTimeout}, a.Log)
-		if err != nil {
-			return nil, err
-		}
-	}
-	m := delivery.NewMailer(delivery.MailerConfig{
+// mailerConfig is the mailer's configuration. The ingress reads its claim
+// lease too: an email change waits out the claims of the user's deliveries.
+func (a *App) mailerConfig() delivery.MailerConfig {
+	return delivery.MailerConfig{
 		PublicBaseURL: a.Config.PublicBaseURL, FromName: a.Config.MailFromName, FromAddress: a.Config.MailFromAddress,
 		MaxAttempts: a.Config.EventMaxDeliver,
 		// Renewed while the batch holds it, so it need not cover a whole
 		// batch: it bounds how long a killed worker's deliveries wait.
-		ClaimLease:  2 * a.Config.EventAckWait,
-		SendTimeout: smtpTimeout + time.Second,
+		ClaimLease: 2 * a.Config.EventAckWait,
+		// One SMTP exchange takes at most SMTP_TIMEOUT plus the sender's
+		// second of grace; the claim lease must cover that.
+		SendTimeout: a.Config.SMTPTimeout + time.Second,
 		Concurrency: a.Config.SMTPPool,
-	}, a.Store, a.sender, a.catalog, a.outbox, a.now)
+	}
+}
+
+// Handlers are the production event handlers of every role. The mailer's
+// SMTP connections open on first use.
+func (a *App) Handlers() (Handlers, error) {
+	if a.sender == nil {
+		var err error
+		a.sender, err = mailer.New(mailer.Config{URL: a.Config.SMTPURL, Pool: a.Config.SMTPPool, Timeout: a.Config.SMTPTimeout}, a.Log)
+		if err != nil {
+			return nil, err
+		}
+	}
+	m := delivery.NewMailer(a.mailerConfig(), a.Store, a.sender, a.catalog, a.outbox, a.now)
 	return Handlers{
 		events.TypeResetRequested:  a.recovery.HandleResetRequested,
 		events.TypeMailRequested:   m.Handle,

@@ -29,7 +29,10 @@ const (
 	AccountLocked   = "account.locked"
 	AccountDisabled = "account.disabled"
 	AccountEnabled  = "account.enabled"
-	SessionEnded    = "session.ended"
+	// AccountUpdated: an admin changed a user's profile; the detail names
+	// the fields ("fields") and whether links were revoked, never values.
+	AccountUpdated = "account.updated"
+	SessionEnded   = "session.ended"
 )
 
 // Actor kinds.

@@ -51,6 +51,14 @@ type MailerConfig struct {
 	SendTimeout time.Duration
 }
 
+// Lease is the claim lease the mailer settles on: ClaimLease, at least 4 ×
+// SendTimeout. A delivery left "sending" that long after its claim's last
+// renewal is no longer on the wire, whatever its worker does.
+func (c MailerConfig) Lease() time.Duration {
+	c.fill()
+	return c.ClaimLease
+}
+
 func (c *MailerConfig) fill() {
 	if c.Concurrency < 1 {
 		c.Concurrency = 1
@@ -336,6 +344,11 @@ func (m *Mailer) claim(ctx context.Context, ids []uuid.UUID, now time.Time) (map
 				cl.skip = "a newer email of the same kind was requested"
 			case c.User.Status != "active":
 				cl.skip = "the account is disabled"
+			case d.Recipient != c.User.Email:
+				// Recorded before an admin changed the address: the change
+				// revoked the links this request was for, and the old
+				// address may no longer be the user's.
+				cl.skip = "the account's email address changed after this email was requested"
 			case d.TokenPurpose != nil:
 				var hash [32]byte
 				if cl.token, hash, err = credential.NewToken(); err != nil {

@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/google/uuid"
 
 	"github.com/latchkey/latchkey/internal/accounts"
@@ -60,8 +63,78 @@ func (s *Server) createDomain(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	w.Header().Set("Location", "/v1/admin/domains/"+d.ID.String())
-	writeJSON(w, http.StatusCreated, domainResponse{ID: d.ID, Name: d.Name, Locale: d.Locale, CreatedAt: d.CreatedAt})
+	writeJSON(w, http.StatusCreated, domainJSON(d))
 	return nil
+}
+
+// errDomainNotFound also answers a key scoped to another domain, which must
+// not learn that the domain exists.
+var errDomainNotFound = problem.New(http.StatusNotFound, "domain_not_found", "There is no domain with this id.")
+
+func domainJSON(d store.Domain) domainResponse {
+	return domainResponse{ID: d.ID, Name: d.Name, Locale: d.Locale, CreatedAt: d.CreatedAt}
+}
+
+// getDomain answers GET /v1/admin/domains/{id}, where POST's Location points.
+func (s *Server) getDomain(w http.ResponseWriter, r *http.Request) error {
+	id, err := uuid.Parse(r.PathValue("id"))
+	if err != nil {
+		return errDomainNotFound
+	}
+	d, err := s.deps.Accounts.Domain(r.Context(), scopeOf(r.Context()), id)
+	if errors.Is(err, store.ErrNotFound) {
+		return errDomainNotFound
+	}
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, domainJSON(d))
+	return nil
+}
+
+// listDomains answers GET /v1/admin/domains?limit=&after=, paged like the
+// users: in id order, "next" is the after of the next page.
+func (s *Server) listDomains(w http.ResponseWriter, r *http.Request) error {
+	after, limit, errs := pageQuery(r, "a domain id")
+	if len(errs) > 0 {
+		return problem.Validation(errs)
+	}
+	// One row more than asked tells whether there is a next page.
+	domains, err := s.deps.Accounts.ListDomains(r.Context(), scopeOf(r.Context()), after, limit+1)
+	if err != nil {
+		return err
+	}
+	resp := struct {
+		Items []domainResponse `json:"items"`
+		Next  string           `json:"next,omitempty"`
+	}{Items: []domainResponse{}}
+	if len(domains) > limit {
+		domains = domains[:limit]
+		resp.Next = domains[limit-1].ID.String()
+	}
+	for _, d := range domains {
+		resp.Items = append(resp.Items, domainJSON(d))
+	}
+	writeJSON(w, http.StatusOK, resp)
+	return nil
+}
+
+// pageQuery reads limit and after (an id from an earlier page, described as
+// what in its fault) and returns their faults.
+func pageQuery(r *http.Request, what string) (after *uuid.UUID, limit int, errs []problem.FieldError) {
+	q := r.URL.Query()
+	if v := q.Get("after"); v != "" {
+		id, err := uuid.Parse(v)
+		if err != nil {
+			errs = append(errs, problem.FieldError{Field: "after", Code: "invalid_cursor", Detail: "after must be " + what + " from an earlier page."})
+		}
+		after = &id
+	}
+	limit, ok := pageSize(q.Get("limit"))
+	if !ok {
+		errs = append(errs, problem.FieldError{Field: "limit", Code: "invalid_limit", Detail: "limit must be a number from 1 to 500."})
+	}
+	return after, limit, errs
 }
 
 type userResponse struct {
@@ -124,6 +197,81 @@ func (s *Server) createUsers(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// getUser answers GET /v1/admin/users/{id}, where POST's Location points.
+// A malformed id, an unknown one and one of another domain than the key's
+// get the same 404.
+func (s *Server) getUser(w http.ResponseWriter, r *http.Request) error {
+	id, err := uuid.Parse(r.PathValue("id"))
+	if err != nil {
+		return errUserNotFound
+	}
+	u, err := s.deps.Accounts.User(r.Context(), scopeOf(r.Context()), id)
+	if errors.Is(err, store.ErrNotFound) {
+		return errUserNotFound
+	}
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, userJSON(u))
+	return nil
+}
+
+// userPatchBody is the body of PATCH /v1/admin/users/{id}, decoded strictly
+// like every body; which members were present, and which null, is read
+// separately (a nil pointer is either).
+type userPatchBody struct {
+	FirstName *string `json:"first_name"`
+	LastName  *string `json:"last_name"`
+	Email     *string `json:"email"`
+	Locale    *string `json:"locale"`
+	Extension *string `json:"extension"`
+}
+
+// updateUser answers PATCH /v1/admin/users/{id} (a JSON merge patch, RFC
+// 7396) with the user as it now is. The body is checked before the id, so
+// that a bad body gets the same 422 whether the user exists or not.
+func (s *Server) updateUser(w http.ResponseWriter, r *http.Request) error {
+	body, err := s.readBody(w, r)
+	if err != nil {
+		return err
+	}
+	var in userPatchBody
+	if err := decodeStrict(body, &in); err != nil {
+		return err
+	}
+	var members map[string]jsontext.Value
+	if err := json.Unmarshal(body, &members); err != nil {
+		return fmt.Errorf("read the members of a decoded patch: %w", err)
+	}
+	field := func(name string, v *string) accounts.Field {
+		raw, set := members[name]
+		f := accounts.Field{Set: set, Null: set && raw.Kind() == 'n'}
+		if v != nil {
+			f.Value = *v
+		}
+		return f
+	}
+	patch := accounts.UserPatch{
+		FirstName: field("first_name", in.FirstName), LastName: field("last_name", in.LastName),
+		Email: field("email", in.Email), Locale: field("locale", in.Locale), Extension: field("extension", in.Extension),
+	}
+	id, idErr := uuid.Parse(r.PathValue("id"))
+	if idErr != nil {
+		// Unknown, once the body has been judged like any other.
+		id = uuid.Nil
+	}
+	principal := principalOf(r.Context())
+	u, err := s.deps.Accounts.UpdateUser(r.Context(), scopeOf(r.Context()), id, patch, metaOf(r, audit.ActorAdmin, principal.KeyID))
+	if errors.Is(err, store.ErrNotFound) {
+		return errUserNotFound
+	}
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, userJSON(u))
+	return nil
+}
+
 // setStatus answers POST /v1/admin/users/{id}/disable and …/enable with the
 // user as it now is.
 func (s *Server) setStatus(status string) handlerFunc {
@@ -161,17 +309,9 @@ func (s *Server) listUsers(w http.ResponseWriter, r *http.Request) error {
 		}
 		f.PasswordSet = &b
 	}
-	if v := q.Get("after"); v != "" {
-		id, err := uuid.Parse(v)
-		if err != nil {
-			errs = append(errs, problem.FieldError{Field: "after", Code: "invalid_cursor", Detail: "after must be a user id from an earlier page."})
-		}
-		f.After = &id
-	}
-	limit, ok := pageSize(q.Get("limit"))
-	if !ok {
-		errs = append(errs, problem.FieldError{Field: "limit", Code: "invalid_limit", Detail: "limit must be a number from 1 to 500."})
-	}
+	after, limit, pageErrs := pageQuery(r, "a user id")
+	f.After = after
+	errs = append(errs, pageErrs...)
 	if len(errs) > 0 {
 		return problem.Validation(errs)
 	}

@@ -138,8 +138,17 @@ func TestAdminAuthentication(t *testing.T) {
 	elsewhere = expectProblem(t, s.Do(t, "GET", "/v1/admin/users?domain=other.22222.service", nil, scoped), 404, "domain_not_found")
 	nowhere = expectProblem(t, s.Do(t, "GET", "/v1/admin/users?domain=nowhere.22222.service", nil, scoped), 404, "domain_not_found")
 	assertSameProblem(t, elsewhere, nowhere, "other.22222.service", "nowhere.22222.service")
-	expectProblem(t, s.Do(t, "POST", "/v1/admin/domains", map[string]string{"name": "x.service"}, scoped), 403, "forbidden")
-	expectProblem(t, s.Do(t, "GET", "/v1/admin/dead-letters", nil, scoped), 403, "forbidden")
+	// Operations that span every domain are refused outright, saying so
+	// (before, "limited to another domain", which named no domain and
+	// suggested the right domain would do).
+	for _, m := range []map[string]any{
+		expectProblem(t, s.Do(t, "POST", "/v1/admin/domains", map[string]string{"name": "x.service"}, scoped), 403, "forbidden"),
+		expectProblem(t, s.Do(t, "GET", "/v1/admin/dead-letters", nil, scoped), 403, "forbidden"),
+	} {
+		if d, _ := m["detail"].(string); !strings.Contains(d, "spans every domain") || strings.Contains(d, "another domain") {
+			t.Errorf("403 detail = %q", d)
+		}
+	}
 	// Without a domain filter a scoped key lists its own domain only.
 	var page struct{ Items []map[string]any }
 	s.Admin(t, "POST", "/v1/admin/users", map[string]any{"domain": "other.22222.service", "extension": "1001", "email": "b@example.com"})

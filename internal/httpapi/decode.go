@@ -19,12 +19,14 @@ import (
 )
 
 // readBody reads a JSON request body within the size limit. It answers 415
-// for another media type, 413 beyond Config.MaxBodyBytes, 400 invalid_json
-// for an empty body, and a *bodyReadError when the body did not arrive whole.
+// for another media type (a PATCH may also be application/merge-patch+json,
+// RFC 7396), 413 beyond Config.MaxBodyBytes, 400 invalid_json for an empty
+// body, and a *bodyReadError when the body did not arrive whole.
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
-		if err != nil || (mt != "application/json" && mt != "application/problem+json") {
+		mergePatch := r.Method == http.MethodPatch && mt == "application/merge-patch+json"
+		if err != nil || (mt != "application/json" && mt != "application/problem+json" && !mergePatch) {
 			return nil, problem.New(http.StatusUnsupportedMediaType, "unsupported_media_type", "Send the body as application/json.")
 		}
 	}

@@ -97,7 +97,7 @@ func faultyIngress(t *testing.T, s *apptest.Stack) (string, *faultyJS) {
 		UnlockOnReset: cfg.UnlockOnReset, LoginAfterReset: cfg.LoginAfterReset,
 	}, st, pub, delivery.NewRequester(st, pub, now), outbox.New(st, pub, log), hasher, policy, sm, now)
 	h := httpapi.New(httpapi.Deps{
-		Store: st, Accounts: accounts.New(st, hasher, policy, now), Recovery: rec, Sessions: sm, Now: now,
+		Store: st, Accounts: accounts.New(st, hasher, policy, now, accounts.Config{}), Recovery: rec, Sessions: sm, Now: now,
 		Limiters: httpapi.Limiters{
 			PerAddress: ratelimit.New(st, "address", cfg.RateLimitPerAddress.Count, cfg.RateLimitPerAddress.Window, now),
 		},

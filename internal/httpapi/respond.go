@@ -34,7 +34,12 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="latchkey-admin"`)
 		p = problem.New(http.StatusUnauthorized, "unauthorized", "A valid admin key is required: Authorization: Bearer <key>.")
 	case errors.Is(err, accounts.ErrForbidden):
-		p = problem.New(http.StatusForbidden, "forbidden", "This admin key is limited to another domain.")
+		// Only operations that span every domain (creating a domain,
+		// reading dead letters) refuse a key outright; a scoped key asking
+		// for another domain's object gets 404, as for one that does not
+		// exist.
+		p = problem.New(http.StatusForbidden, "forbidden",
+			"This admin key is limited to one domain; this operation spans every domain and needs an admin key without a domain.")
 	case errors.Is(err, store.ErrNotFound):
 		p = problem.New(http.StatusNotFound, "not_found", "The resource does not exist.")
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:

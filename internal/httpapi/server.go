@@ -103,9 +103,18 @@ func (s *Server) routes() {
 	// a password. Not logout: its retry answers 401, which says what the
 	// client wants to know, that the session is over. Not inspect: it only
 	// reads.
+	//
+	// PATCH does not either: a merge patch sent again sets the same values
+	// and changes nothing more (an email already changed revokes nothing
+	// twice), so a retry is safe without a stored answer; and replaying a
+	// stale answer would hide a change made in between.
 	s.handle("POST /v1/admin/domains", s.admin(s.idempotent(s.createDomain)))
+	s.handle("GET /v1/admin/domains", s.admin(s.listDomains))
+	s.handle("GET /v1/admin/domains/{id}", s.admin(s.getDomain))
 	s.handle("POST /v1/admin/users", s.admin(s.idempotent(s.createUsers)))
 	s.handle("GET /v1/admin/users", s.admin(s.listUsers))
+	s.handle("GET /v1/admin/users/{id}", s.admin(s.getUser))
+	s.handle("PATCH /v1/admin/users/{id}", s.admin(s.updateUser))
 	s.handle("GET /v1/admin/dead-letters", s.admin(s.listDeadLetters))
 	s.handle("POST /v1/admin/users/{id}/password-reset", s.admin(s.idempotent(s.adminPasswordReset)))
 	s.handle("POST /v1/admin/users/{id}/disable", s.admin(s.idempotent(s.setStatus(accounts.StatusDisabled))))

@@ -84,6 +84,69 @@ func (s *Store) DomainByName(ctx context.Context, name string) (Domain, error) {
 	return domainFromRow(row), nil
 }
 
+// DomainByID finds a tenant by its id.
+func (s *Store) DomainByID(ctx context.Context, id uuid.UUID) (Domain, error) {
+	row, err := s.q.GetDomain(ctx, s.pool, id)
+	if err != nil {
+		return Domain{}, translate("get domain", err)
+	}
+	return domainFromRow(row), nil
+}
+
+// DomainFilter selects domains for ListDomains.
+type DomainFilter struct {
+	// OnlyID confines the listing to one domain (an admin key's scope).
+	OnlyID  *uuid.UUID
+	AfterID *uuid.UUID
+	Limit   int
+}
+
+// ListDomains pages through tenants in id order.
+func (s *Store) ListDomains(ctx context.Context, f DomainFilter) ([]Domain, error) {
+	rows, err := s.q.ListDomains(ctx, s.pool, dbsqlc.ListDomainsParams{OnlyID: f.OnlyID, AfterID: f.AfterID, MaxRows: int32(f.Limit)})
+	if err != nil {
+		return nil, translate("list domains", err)
+	}
+	domains := make([]Domain, len(rows))
+	for i, r := range rows {
+		domains[i] = domainFromRow(r)
+	}
+	return domains, nil
+}
+
+// Profile is what an admin changes of a user: every field, changed or not.
+type Profile struct {
+	FirstName string
+	LastName  string
+	Email     string
+	Locale    string
+	Extension string
+}
+
+// UpdateProfile stores a user's profile in tx, whose caller holds the user's
+// row lock (LockUser), and returns the user (DomainName left empty). An
+// extension taken in the domain is a *ConflictError naming
+// users_domain_extension_key.
+func (s *Store) UpdateProfile(ctx context.Context, tx pgx.Tx, id uuid.UUID, p Profile, now time.Time) (User, error) {
+	row, err := s.q.UpdateUserProfile(ctx, tx, dbsqlc.UpdateUserProfileParams{
+		ID: id, FirstName: p.FirstName, LastName: p.LastName, Email: p.Email, Locale: p.Locale, Extension: p.Extension, Now: now,
+	})
+	if err != nil {
+		return User{}, translate("update user", err)
+	}
+	return userFromRow(row, ""), nil
+}
+
+// UserHasDeliveryInFlight reports whether a mailer may be sending one of the
+// user's emails: a delivery claimed (sending) and renewed since staleBefore,
+// the moment a mailer's claim lease would have run out. Asked in tx under
+// the user's row lock, which every claim takes first, it cannot miss a claim
+// that commits later.
+func (s *Store) UserHasDeliveryInFlight(ctx context.Context, tx pgx.Tx, userID uuid.UUID, staleBefore time.Time) (bool, error) {
+	found, err := s.q.UserHasDeliveryInFlight(ctx, s.on(tx), dbsqlc.UserHasDeliveryInFlightParams{UserID: &userID, StaleBefore: staleBefore})
+	return found, translate("look for deliveries in flight", err)
+}
+
 // CreateUsers adds accounts all or nothing. On a uniqueness conflict the
 // error is a *BatchError naming the index of the offending entry.
 func (s *Store) CreateUsers(ctx context.Context, users []NewUser) ([]User, error) {

@@ -578,3 +578,28 @@ func (q *Queries) RenewClaims(ctx context.Context, db DBTX, arg RenewClaimsParam
 	}
 	return items, nil
 }
+
+const userHasDeliveryInFlight = `-- name: UserHasDeliveryInFlight :one
+SELECT EXISTS (
+    SELECT 1 FROM mail_deliveries
+    WHERE user_id = $1 AND status = 'sending' AND updated_at >= $2::timestamptz
+)
+`
+
+type UserHasDeliveryInFlightParams struct {
+	UserID      *uuid.UUID
+	StaleBefore time.Time
+}
+
+// Whether a mailer holds a claim on one of the user's deliveries: sending,
+// claimed or renewed since stale_before (now less the claim lease). Such a
+// delivery may be on the wire to the address it was recorded with. Asked
+// under the user's row lock (LockUser), which every claim takes first
+// (LockUsersOfDeliveries): a claim has either committed (and is seen here)
+// or waits for the caller's commit (and then sees what it changed).
+func (q *Queries) UserHasDeliveryInFlight(ctx context.Context, db DBTX, arg UserHasDeliveryInFlightParams) (bool, error) {
+	row := db.QueryRow(ctx, userHasDeliveryInFlight, arg.UserID, arg.StaleBefore)
+	var exists bool
+	err := row.Scan(&exists)
+	return exists, err
+}

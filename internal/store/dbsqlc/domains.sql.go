@@ -7,6 +7,8 @@ package dbsqlc
 
 import (
 	"context"
+
+	"github.com/google/uuid"
 )
 
 const createDomain = `-- name: CreateDomain :one
@@ -32,6 +34,22 @@ func (q *Queries) CreateDomain(ctx context.Context, db DBTX, arg CreateDomainPar
 	return i, err
 }
 
+const getDomain = `-- name: GetDomain :one
+SELECT id, name, locale, created_at FROM domains WHERE id = $1
+`
+
+func (q *Queries) GetDomain(ctx context.Context, db DBTX, id uuid.UUID) (Domain, error) {
+	row := db.QueryRow(ctx, getDomain, id)
+	var i Domain
+	err := row.Scan(
+		&i.ID,
+		&i.Name,
+		&i.Locale,
+		&i.CreatedAt,
+	)
+	return i, err
+}
+
 const getDomainByName = `-- name: GetDomainByName :one
 SELECT id, name, locale, created_at FROM domains WHERE name = $1
 `
@@ -46,4 +64,45 @@ func (q *Queries) GetDomainByName(ctx context.Context, db DBTX, name string) (Do
 		&i.CreatedAt,
 	)
 	return i, err
+}
+
+const listDomains = `-- name: ListDomains :many
+SELECT id, name, locale, created_at FROM domains
+WHERE ($1::uuid IS NULL OR id = $1)
+  AND ($2::uuid IS NULL OR id > $2)
+ORDER BY id
+LIMIT $3
+`
+
+type ListDomainsParams struct {
+	OnlyID  *uuid.UUID
+	AfterID *uuid.UUID
+	MaxRows int32
+}
+
+// Keyset pagination on id, like ListUsers; only_id confines a key limited
+// to one domain to that domain.
+func (q *Queries) ListDomains(ctx context.Context, db DBTX, arg ListDomainsParams) ([]Domain, error) {
+	rows, err := db.Query(ctx, listDomains, arg.OnlyID, arg.AfterID, arg.MaxRows)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []Domain{}
+	for rows.Next() {
+		var i Domain
+		if err := rows.Scan(
+			&i.ID,
+			&i.Name,
+			&i.Locale,
+			&i.CreatedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }

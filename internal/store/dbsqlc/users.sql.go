@@ -733,3 +733,62 @@ func (q *Queries) UpdatePasswordHash(ctx context.Context, db DBTX, arg UpdatePas
 	)
 	return err
 }
+
+const updateUserProfile = `-- name: UpdateUserProfile :one
+UPDATE users
+SET first_name = $1, last_name = $2, email = $3, locale = $4, extension = $5,
+    updated_at = $6::timestamptz
+WHERE id = $7
+RETURNING id, domain_id, extension, login_name, email, first_name, last_name, locale, password_hash, password_changed_at, pin_hash, pin_changed_at, status, failed_logins, locked_until, rollout_phase, rollout_phase_at, created_at, updated_at, credential_version, failed_login_at
+`
+
+type UpdateUserProfileParams struct {
+	FirstName string
+	LastName  string
+	Email     string
+	Locale    string
+	Extension string
+	Now       time.Time
+	ID        uuid.UUID
+}
+
+// The fields an admin changes (PATCH /v1/admin/users/{id}). The caller holds
+// the user's row lock (LockUser) and passes every field, changed or not. Not
+// a secret change: credential_version stays, so sessions and logins in
+// flight are untouched.
+func (q *Queries) UpdateUserProfile(ctx context.Context, db DBTX, arg UpdateUserProfileParams) (User, error) {
+	row := db.QueryRow(ctx, updateUserProfile,
+		arg.FirstName,
+		arg.LastName,
+		arg.Email,
+		arg.Locale,
+		arg.Extension,
+		arg.Now,
+		arg.ID,
+	)
+	var i User
+	err := row.Scan(
+		&i.ID,
+		&i.DomainID,
+		&i.Extension,
+		&i.LoginName,
+		&i.Email,
+		&i.FirstName,
+		&i.LastName,
+		&i.Locale,
+		&i.PasswordHash,
+		&i.PasswordChangedAt,
+		&i.PinHash,
+		&i.PinChangedAt,
+		&i.Status,
+		&i.FailedLogins,
+		&i.LockedUntil,
+		&i.RolloutPhase,
+		&i.RolloutPhaseAt,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+		&i.CredentialVersion,
+		&i.FailedLoginAt,
+	)
+	return i, err
+}
