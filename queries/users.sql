@@ -151,10 +151,11 @@ FROM users u JOIN domains d ON d.id = u.domain_id
 WHERE u.id = @id
 FOR NO KEY UPDATE OF u;
 
--- Whether login names in a domain's namespace (ending in @name) exist. Only
+-- Whether login names of other domains are in a domain's namespace (ending in @name). Only
 -- domain creation asks, so reading every user is acceptable.
 -- name: LoginNamesInNamespace :one
-SELECT EXISTS (SELECT 1 FROM users WHERE right(lower(login_name), char_length(@domain_name::text) + 1) = '@' || @domain_name::text);
+SELECT EXISTS (SELECT 1 FROM users WHERE right(lower(login_name), char_length(@domain_name::text) + 1) = '@' || @domain_name::text
+               AND domain_id NOT IN (SELECT id FROM domains WHERE name = @domain_name::text));
 
 -- Whether an email belongs to a user of another domain than @domain_id.
 -- name: EmailInOtherDomain :one

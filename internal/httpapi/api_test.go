@@ -172,6 +172,10 @@ func TestCreateDomain(t *testing.T) {
 		t.Fatalf("Location = %q", r.Header.Get("Location"))
 	}
 	expectProblem(t, s.Admin(t, "POST", "/v1/admin/domains", map[string]string{"name": "ACME.11111.service"}), 409, "domain_exists")
+	// A domain's own users are not "users of other domains" in its namespace:
+	// creating it again is still domain_exists.
+	s.Admin(t, "POST", "/v1/admin/users", map[string]any{"domain": "acme.11111.service", "extension": "1001", "email": "a@example.com"})
+	expectProblem(t, s.Admin(t, "POST", "/v1/admin/domains", map[string]string{"name": "acme.11111.service"}), 409, "domain_exists")
 
 	cases := []struct {
 		name   string

@@ -615,10 +615,11 @@ func (q *Queries) LockUsersWithDomain(ctx context.Context, db DBTX, ids []uuid.U
 }
 
 const loginNamesInNamespace = `-- name: LoginNamesInNamespace :one
-SELECT EXISTS (SELECT 1 FROM users WHERE right(lower(login_name), char_length($1::text) + 1) = '@' || $1::text)
+SELECT EXISTS (SELECT 1 FROM users WHERE right(lower(login_name), char_length($1::text) + 1) = '@' || $1::text
+               AND domain_id NOT IN (SELECT id FROM domains WHERE name = $1::text))
 `
 
-// Whether login names in a domain's namespace (ending in @name) exist. Only
+// Whether login names of other domains are in a domain's namespace (ending in @name). Only
 // domain creation asks, so reading every user is acceptable.
 func (q *Queries) LoginNamesInNamespace(ctx context.Context, db DBTX, domainName string) (bool, error) {
 	row := db.QueryRow(ctx, loginNamesInNamespace, domainName)
