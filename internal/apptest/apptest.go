@@ -16,6 +16,7 @@ import (
 
 	"github.com/latchkey/latchkey/internal/app"
 	"github.com/latchkey/latchkey/internal/config"
+	"github.com/latchkey/latchkey/internal/events"
 	"github.com/latchkey/latchkey/internal/smtptest"
 	"github.com/latchkey/latchkey/internal/testkit"
 )
@@ -208,4 +209,50 @@ func (s *Stack) Do(t testing.TB, method, path string, body any, token string) Re
 func (s *Stack) Admin(t testing.TB, method, path string, body any) Response {
 	t.Helper()
 	return s.Do(t, method, path, body, AdminToken)
+}
+
+// WaitMail waits up to 20 s until the SMTP server has accepted n messages
+// and returns them; the test fails with the stack's logs otherwise.
+func (s *Stack) WaitMail(t testing.TB, n int) []smtptest.Message {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	msgs, err := s.SMTP.WaitForCount(ctx, n)
+	if err != nil {
+		t.Fatalf("waiting for %d emails (have %d): %v\nlogs:\n%s", n, s.SMTP.Count(), err, s.Logs.String())
+	}
+	return msgs
+}
+
+// MailRequests waits up to 20 s until the stream holds at least n
+// mail.requested events and returns them in stream order.
+func (s *Stack) MailRequests(t testing.TB, n int) []events.Event {
+	t.Helper()
+	ctx := context.Background()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		info, err := s.App.Stream.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []events.Event
+		for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+			m, err := s.App.Stream.GetMsg(ctx, seq)
+			if err != nil || m.Subject != events.SubjectPrefix+events.TypeMailRequested {
+				continue
+			}
+			e, err := events.Decode(m.Subject, m.Data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, e)
+		}
+		if len(out) >= n {
+			return out
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d mail requests in the stream, want %d\nlogs:\n%s", len(out), n, s.Logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

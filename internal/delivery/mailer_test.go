@@ -59,50 +59,6 @@ func forgot(t *testing.T, s *apptest.Stack, u user) {
 	}
 }
 
-// mailRequests waits until the stream holds n mail.requested events and
-// returns them in stream order.
-func mailRequests(t *testing.T, s *apptest.Stack, n int) []events.Event {
-	t.Helper()
-	ctx := context.Background()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		var out []events.Event
-		info, err := s.App.Stream.Info(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
-			m, err := s.App.Stream.GetMsg(ctx, seq)
-			if err != nil || m.Subject != events.SubjectPrefix+events.TypeMailRequested {
-				continue
-			}
-			e, err := events.Decode(m.Subject, m.Data)
-			if err != nil {
-				t.Fatal(err)
-			}
-			out = append(out, e)
-		}
-		if len(out) >= n {
-			return out
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d mail requests in the stream, want %d\nlogs:\n%s", len(out), n, s.Logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func waitMail(t *testing.T, s *apptest.Stack, n int) []smtptest.Message {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	msgs, err := s.SMTP.WaitForCount(ctx, n)
-	if err != nil {
-		t.Fatalf("waiting for %d emails (have %d): %v\nlogs:\n%s", n, s.SMTP.Count(), err, s.Logs.String())
-	}
-	return msgs
-}
-
 // deliveryIDOf reads the delivery id a mail.requested names.
 func deliveryIDOf(t *testing.T, e events.Event) string {
 	t.Helper()
@@ -149,7 +105,7 @@ func TestSameDeliveryTwiceInOneBatchIsSentOnce(t *testing.T) {
 	s := start(t, []app.Role{app.RoleTokens}, nil) // no mailer: the test is the mailer
 	u := createUsers(t, s, 1)[0]
 	forgot(t, s, u)
-	e := mailRequests(t, s, 1)[0]
+	e := s.MailRequests(t, 1)[0]
 	handlers, err := s.App.Handlers()
 	if err != nil {
 		t.Fatal(err)
@@ -160,7 +116,7 @@ func TestSameDeliveryTwiceInOneBatchIsSentOnce(t *testing.T) {
 			t.Errorf("item %d: %v", i, err)
 		}
 	}
-	waitMail(t, s, 1)
+	s.WaitMail(t, 1)
 	time.Sleep(500 * time.Millisecond)
 	if n := s.SMTP.Count(); n != 1 {
 		t.Fatalf("%d emails for one delivery requested twice in one batch", n)
@@ -178,7 +134,7 @@ func TestDeliveryOfAUserGoneIsSkipped(t *testing.T) {
 	s := start(t, []app.Role{app.RoleTokens}, nil)
 	u := createUsers(t, s, 1)[0]
 	forgot(t, s, u)
-	e := mailRequests(t, s, 1)[0]
+	e := s.MailRequests(t, 1)[0]
 	if _, err := s.DB.Pool.Exec(context.Background(), "DELETE FROM users WHERE id = $1", u.ID); err != nil {
 		t.Fatal(err)
 	}
@@ -211,7 +167,7 @@ func TestClaimLeaseCoversEverySendOfASlowBatch(t *testing.T) {
 	for _, u := range users {
 		forgot(t, s, u)
 	}
-	reqs := mailRequests(t, s, 4)
+	reqs := s.MailRequests(t, 4)
 	workerA, err := s.App.Handlers()
 	if err != nil {
 		t.Fatal(err)
@@ -227,7 +183,7 @@ func TestClaimLeaseCoversEverySendOfASlowBatch(t *testing.T) {
 	}
 	done := make(chan []error, 1)
 	go func() { done <- workerA[events.TypeMailRequested](context.Background(), items) }()
-	waitMail(t, s, 2) // worker A is on its third send
+	s.WaitMail(t, 2) // worker A is on its third send
 	s.Clock.Advance(10 * time.Minute)
 	last := events.Item{Event: reqs[3], Attempt: 2}
 	errB := workerB[events.TypeMailRequested](context.Background(), []events.Item{last})[0]
@@ -273,7 +229,7 @@ func TestLostPublishAcksHoldUpNoEmail(t *testing.T) {
 		if err := s.App.NATS.PublishMsg(msg); err != nil {
 			t.Fatal(err)
 		}
-		waitMail(t, s, i+1) // one at a time: each email is its own mailer batch
+		s.WaitMail(t, i+1) // one at a time: each email is its own mailer batch
 	}
 	setNoAck(t, s, false)
 	deadline := time.Now().Add(30 * time.Second)

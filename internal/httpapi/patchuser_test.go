@@ -184,13 +184,13 @@ func TestEmailChangeRevokesLinksAndQueuedMail(t *testing.T) {
 	}
 
 	forgotOK(t, s, loginName)
-	mail(mailRequestsIn(t, s, 1)[0])
-	link := resetTokenIn(t, waitMails(t, s, 1)[0])
+	mail(s.MailRequests(t, 1)[0])
+	link := resetTokenIn(t, s.WaitMail(t, 1)[0])
 	if r := s.Do(t, "POST", "/v1/tokens/inspect", map[string]string{"token": link}, ""); r.Status != 200 {
 		t.Fatalf("inspect before the change: %d %s", r.Status, r.Body)
 	}
 	forgotOK(t, s, loginName)
-	queued := mailRequestsIn(t, s, 2)[1] // decided, not yet sent
+	queued := s.MailRequests(t, 2)[1] // decided, not yet sent
 
 	if r := s.Admin(t, "PATCH", "/v1/admin/users/"+id, map[string]string{"email": "new@example.com"}); r.Status != 200 || r.Map(t)["email"] != "new@example.com" {
 		t.Fatalf("patch: %d %s", r.Status, r.Body)
@@ -214,8 +214,8 @@ func TestEmailChangeRevokesLinksAndQueuedMail(t *testing.T) {
 		t.Fatalf("session after the email change: %d", r.Status)
 	}
 	forgotOK(t, s, loginName)
-	mail(mailRequestsIn(t, s, 3)[2])
-	msgs := waitMails(t, s, 2)
+	mail(s.MailRequests(t, 3)[2])
+	msgs := s.WaitMail(t, 2)
 	if !slices.Equal(msgs[0].To, []string{"old@example.com"}) || !slices.Equal(msgs[1].To, []string{"new@example.com"}) {
 		t.Fatalf("recipients %v then %v", msgs[0].To, msgs[1].To)
 	}
@@ -248,7 +248,7 @@ func TestEmailChangeWaitsForASendInFlight(t *testing.T) {
 		t.Fatal(err)
 	}
 	forgotOK(t, s, u["login_name"].(string))
-	e := mailRequestsIn(t, s, 1)[0]
+	e := s.MailRequests(t, 1)[0]
 	s.SMTP.SetDelay(3 * time.Second)
 	done := make(chan error, 1)
 	go func() {
@@ -285,7 +285,7 @@ func TestEmailChangeWaitsForASendInFlight(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the send did not end")
 	}
-	msg := waitMails(t, s, 1)[0]
+	msg := s.WaitMail(t, 1)[0]
 	if r := s.Admin(t, "PATCH", path, map[string]string{"email": "new@example.com"}); r.Status != 200 {
 		t.Fatalf("patch once the send is out: %d %s", r.Status, r.Body)
 	}
@@ -297,50 +297,6 @@ func forgotOK(t *testing.T, s *apptest.Stack, identifier string) {
 	if r := s.Do(t, "POST", "/v1/password/forgot", map[string]string{"identifier": identifier}, ""); r.Status != 202 {
 		t.Fatalf("forgot: %d %s", r.Status, r.Body)
 	}
-}
-
-// mailRequestsIn waits until the stream holds n mail.requested events and
-// returns them in stream order.
-func mailRequestsIn(t *testing.T, s *apptest.Stack, n int) []events.Event {
-	t.Helper()
-	ctx := context.Background()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		info, err := s.App.Stream.Info(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var out []events.Event
-		for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
-			m, err := s.App.Stream.GetMsg(ctx, seq)
-			if err != nil || m.Subject != events.SubjectPrefix+events.TypeMailRequested {
-				continue
-			}
-			e, err := events.Decode(m.Subject, m.Data)
-			if err != nil {
-				t.Fatal(err)
-			}
-			out = append(out, e)
-		}
-		if len(out) >= n {
-			return out
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d mail requests in the stream, want %d\nlogs:\n%s", len(out), n, s.Logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func waitMails(t *testing.T, s *apptest.Stack, n int) []smtptest.Message {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	msgs, err := s.SMTP.WaitForCount(ctx, n)
-	if err != nil {
-		t.Fatalf("waiting for %d emails (have %d): %v", n, s.SMTP.Count(), err)
-	}
-	return msgs
 }
 
 var resetTokenRE = regexp.MustCompile(regexp.QuoteMeta(apptest.PublicBaseURL) + `/reset\?token=([A-Za-z0-9_-]+)`)

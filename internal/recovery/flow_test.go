@@ -60,17 +60,6 @@ func createUser(t *testing.T, s *apptest.Stack, ext, email, locale string) user 
 	return user{ID: m["id"].(string), LoginName: m["login_name"].(string), Email: email}
 }
 
-func waitMail(t *testing.T, s *apptest.Stack, n int) []smtptest.Message {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	msgs, err := s.SMTP.WaitForCount(ctx, n)
-	if err != nil {
-		t.Fatalf("waiting for %d emails (have %d): %v\nlogs:\n%s", n, s.SMTP.Count(), err, s.Logs.String())
-	}
-	return msgs
-}
-
 func parse(t *testing.T, m smtptest.Message) *smtptest.Parsed {
 	t.Helper()
 	p, err := m.Parse()
@@ -127,7 +116,7 @@ func TestForgotResetLoginEndToEnd(t *testing.T) {
 	if m["message"] != "Your request has been processed. Please check your email!" {
 		t.Fatalf("message = %q", m["message"])
 	}
-	mail := parse(t, waitMail(t, s, 1)[0])
+	mail := parse(t, s.WaitMail(t, 1)[0])
 	if mail.Subject != "Username and Password change request" {
 		t.Fatalf("subject = %q", mail.Subject)
 	}
@@ -183,7 +172,7 @@ func TestForgotResetLoginEndToEnd(t *testing.T) {
 	expectStatus(t, s.Do(t, "POST", "/v1/tokens/inspect", map[string]string{"token": token}, ""), 410)
 
 	// The notifier tells the user, without the password.
-	changed := parse(t, waitMail(t, s, 2)[1])
+	changed := parse(t, s.WaitMail(t, 2)[1])
 	if !strings.Contains(strings.ToLower(changed.Subject), "password") || strings.Contains(changed.Text, newPassword) ||
 		strings.Contains(changed.HTML, newPassword) {
 		t.Fatalf("password-changed mail: %q\n%s", changed.Subject, changed.Text)
@@ -255,7 +244,7 @@ func TestFrenchUserGetsFrenchEmail(t *testing.T) {
 	s := start(t, nil)
 	u := createUser(t, s, "1001", "jason@example.com", "fr-CA")
 	expectStatus(t, forgot(t, s, u.Email), 202)
-	mail := parse(t, waitMail(t, s, 1)[0])
+	mail := parse(t, s.WaitMail(t, 1)[0])
 	if mail.Subject != "Demande de modification du nom d'utilisateur et du mot de passe" || !strings.Contains(mail.Text, "Jason") {
 		t.Fatalf("fr-CA user got: %q\n%s", mail.Subject, mail.Text)
 	}
@@ -300,7 +289,7 @@ func TestUniformDisclosure(t *testing.T) {
 	if unknown.Status != 202 || known.Status != 202 || string(unknown.Body) != string(known.Body) {
 		t.Fatalf("unknown %d %s / known %d %s", unknown.Status, unknown.Body, known.Status, known.Body)
 	}
-	mail := parse(t, waitMail(t, s, 1)[0])
+	mail := parse(t, s.WaitMail(t, 1)[0])
 	tokenFrom(t, mail)
 	time.Sleep(500 * time.Millisecond)
 	if n := s.SMTP.Count(); n != 1 {
@@ -312,7 +301,7 @@ func TestExpiredLinkIsGone(t *testing.T) {
 	s := start(t, nil)
 	u := createUser(t, s, "1001", "jason@example.com", "")
 	expectStatus(t, forgot(t, s, u.LoginName), 202)
-	token := tokenFrom(t, parse(t, waitMail(t, s, 1)[0]))
+	token := tokenFrom(t, parse(t, s.WaitMail(t, 1)[0]))
 	s.Clock.Advance(31 * time.Minute)
 	expectStatus(t, s.Do(t, "POST", "/v1/tokens/inspect", map[string]string{"token": token}, ""), 410)
 	r := expectStatus(t, reset(t, s, token, newPassword, newPassword), 410)
@@ -326,9 +315,9 @@ func TestSecondRequestKillsFirstLink(t *testing.T) {
 	s := start(t, nil)
 	u := createUser(t, s, "1001", "jason@example.com", "")
 	expectStatus(t, forgot(t, s, u.LoginName), 202)
-	first := tokenFrom(t, parse(t, waitMail(t, s, 1)[0]))
+	first := tokenFrom(t, parse(t, s.WaitMail(t, 1)[0]))
 	expectStatus(t, forgot(t, s, u.Email), 202)
-	second := tokenFrom(t, parse(t, waitMail(t, s, 2)[1]))
+	second := tokenFrom(t, parse(t, s.WaitMail(t, 2)[1]))
 	if first == second {
 		t.Fatal("the second email carries the same token")
 	}
@@ -340,7 +329,7 @@ func TestConcurrentResetsWithOneToken(t *testing.T) {
 	s := start(t, nil)
 	u := createUser(t, s, "1001", "jason@example.com", "")
 	expectStatus(t, forgot(t, s, u.LoginName), 202)
-	token := tokenFrom(t, parse(t, waitMail(t, s, 1)[0]))
+	token := tokenFrom(t, parse(t, s.WaitMail(t, 1)[0]))
 	// Each request hashes its password before it races for the token.
 	const n = 10
 	statuses := make([]int, n)
@@ -392,7 +381,7 @@ func TestRedeliveredResetEventSendsOneEmail(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitMail(t, s, 1)
+	s.WaitMail(t, 1)
 	waitConsumed(t, s, "tokens", 3)
 	waitConsumed(t, s, "mailer", 1)
 	time.Sleep(300 * time.Millisecond)
@@ -429,7 +418,7 @@ func TestTransientSMTPFailureIsRetriedOnce(t *testing.T) {
 	u := createUser(t, s, "1001", "jason@example.com", "")
 	s.SMTP.FailNext(1, smtptest.Reply{Code: 451, EnhancedCode: [3]int{4, 3, 0}, Message: "greylisted, try again"})
 	expectStatus(t, forgot(t, s, u.LoginName), 202)
-	mail := parse(t, waitMail(t, s, 1)[0])
+	mail := parse(t, s.WaitMail(t, 1)[0])
 	token := tokenFrom(t, mail)
 	waitConsumed(t, s, "mailer", 1)
 	time.Sleep(300 * time.Millisecond)
@@ -507,7 +496,7 @@ func TestBurstForOneAccountIsLimited(t *testing.T) {
 // one user sent at the same moment may arrive in either order.
 func assertNewestLinkOnly(t *testing.T, s *apptest.Stack, u user, max int) {
 	t.Helper()
-	waitMail(t, s, 1)
+	s.WaitMail(t, 1)
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		var open int
@@ -557,7 +546,7 @@ func TestLinkIgnoresHostHeader(t *testing.T) {
 	if resp.StatusCode != 202 {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
-	mail := parse(t, waitMail(t, s, 1)[0])
+	mail := parse(t, s.WaitMail(t, 1)[0])
 	if strings.Contains(mail.Text+mail.HTML, "evil.example") {
 		t.Fatal("the Host header leaked into the email")
 	}
@@ -599,7 +588,7 @@ func TestAdminInitiatedReset(t *testing.T) {
 	s := start(t, nil)
 	u := createUser(t, s, "1001", "jason@example.com", "")
 	expectStatus(t, s.Admin(t, "POST", "/v1/admin/users/"+u.ID+"/password-reset", nil), 202)
-	tokenFrom(t, parse(t, waitMail(t, s, 1)[0]))
+	tokenFrom(t, parse(t, s.WaitMail(t, 1)[0]))
 	expectStatus(t, s.Admin(t, "POST", "/v1/admin/users/00000000-0000-0000-0000-000000000000/password-reset", nil), 404)
 	expectStatus(t, s.Do(t, "POST", "/v1/admin/users/"+u.ID+"/password-reset", nil, ""), 401)
 	var kinds []string
@@ -624,7 +613,7 @@ func TestRedeliveredMailRequestSendsOnce(t *testing.T) {
 	s := start(t, nil)
 	u := createUser(t, s, "1001", "jason@example.com", "")
 	expectStatus(t, forgot(t, s, u.LoginName), 202)
-	waitMail(t, s, 1)
+	s.WaitMail(t, 1)
 	waitConsumed(t, s, "mailer", 1)
 	ctx := context.Background()
 	info, err := s.App.Stream.Info(ctx)
@@ -674,7 +663,7 @@ func TestRedeliveryAtTheLimitStillPublishes(t *testing.T) {
 	if err := s.DB.Pool.QueryRow(context.Background(), "SELECT count(*) FROM audit_events WHERE kind = 'reset.suppressed'").Scan(&suppressed); err != nil || suppressed != 0 {
 		t.Fatalf("the redelivered event was suppressed by its own delivery (%d, %v)", suppressed, err)
 	}
-	waitMail(t, s, 1)
+	s.WaitMail(t, 1)
 }
 
 // TestConcurrentEventsRespectTheAccountLimit publishes many distinct
@@ -746,7 +735,7 @@ func TestDeliveryBeingSentIsNotClaimedTwice(t *testing.T) {
 	}
 	time.Sleep(300 * time.Millisecond) // the first send is now waiting on the server
 	republish(t, s, reqs[0], "duplicate-during-send")
-	token := tokenFrom(t, parse(t, waitMail(t, s, 1)[0]))
+	token := tokenFrom(t, parse(t, s.WaitMail(t, 1)[0]))
 	time.Sleep(2 * time.Second)
 	if n := s.SMTP.Count(); n != 1 {
 		t.Fatalf("%d emails for one delivery", n)
@@ -774,7 +763,7 @@ func TestSentButNotRecordedIsNotResent(t *testing.T) {
 		}
 	}
 	expectStatus(t, forgot(t, s, u.LoginName), 202)
-	token := tokenFrom(t, parse(t, waitMail(t, s, 1)[0]))
+	token := tokenFrom(t, parse(t, s.WaitMail(t, 1)[0]))
 	waitConsumed(t, s, "mailer", 1)
 	time.Sleep(1500 * time.Millisecond)
 	if n := s.SMTP.Count(); n != 1 {
@@ -793,7 +782,7 @@ func TestSlowSMTPWithShortAckWaitSendsOnce(t *testing.T) {
 		expectStatus(t, forgot(t, s, u.LoginName), 202)
 	}
 	s.SMTP.SetDelay(700 * time.Millisecond)
-	waitMail(t, s, n)
+	s.WaitMail(t, n)
 	waitConsumed(t, s, "mailer", n)
 	time.Sleep(2 * time.Second)
 	if got := s.SMTP.Count(); got != n {
@@ -876,7 +865,7 @@ func TestOlderEmailHandledLastDoesNotKillTheNewerLink(t *testing.T) {
 			t.Fatal(errs[0])
 		}
 	}
-	msgs := waitMail(t, s, 1)
+	msgs := s.WaitMail(t, 1)
 	time.Sleep(300 * time.Millisecond)
 	if n := s.SMTP.Count(); n != 1 {
 		t.Fatalf("%d emails: the superseded older email was sent too", n)
@@ -919,7 +908,7 @@ func TestLoginInFlightDoesNotOutliveAPasswordChange(t *testing.T) {
 	s := start(t, map[string]string{"RATE_LIMIT_PER_ADDRESS": "100000/1m", "LOCKOUT_THRESHOLD": "1000"})
 	u := createUser(t, s, "1001", "jason@example.com", "")
 	expectStatus(t, forgot(t, s, u.LoginName), 202)
-	token := tokenFrom(t, parse(t, waitMail(t, s, 1)[0]))
+	token := tokenFrom(t, parse(t, s.WaitMail(t, 1)[0]))
 
 	const n = 40
 	logins := make([]apptest.Response, n)

@@ -13,7 +13,7 @@ func TestNATSRestart(t *testing.T) {
 	s := start(t, map[string]string{"RATE_LIMIT_PER_ACCOUNT": "100/1m"})
 	u := createUser(t, s, "1001", "jason@example.com", "")
 	expectStatus(t, forgot(t, s, u.LoginName), 202)
-	waitMail(t, s, 1)
+	s.WaitMail(t, 1)
 
 	s.NATS.Stop()
 	down := forgot(t, s, u.LoginName)
@@ -36,14 +36,14 @@ func TestNATSRestart(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	token := tokenFrom(t, parse(t, waitMail(t, s, 2)[1]))
+	token := tokenFrom(t, parse(t, s.WaitMail(t, 2)[1]))
 	time.Sleep(time.Second)
 	if n := s.SMTP.Count(); n != 2 {
 		t.Fatalf("%d emails: a request refused with 503 was sent anyway", n)
 	}
 	expectStatus(t, reset(t, s, token, newPassword, newPassword), 200)
 	// The notifier's consumer resumed too.
-	waitMail(t, s, 3)
+	s.WaitMail(t, 3)
 }
 
 // TestDatabaseConnectionsDropped: PostgreSQL drops every connection (a
@@ -53,7 +53,7 @@ func TestDatabaseConnectionsDropped(t *testing.T) {
 	s := start(t, nil)
 	u := createUser(t, s, "1001", "jason@example.com", "")
 	expectStatus(t, forgot(t, s, u.LoginName), 202)
-	waitMail(t, s, 1)
+	s.WaitMail(t, 1)
 
 	var killed int
 	if err := s.DB.Pool.QueryRow(context.Background(),
@@ -67,7 +67,7 @@ func TestDatabaseConnectionsDropped(t *testing.T) {
 	// Pools check connections idle for over a second before using them.
 	time.Sleep(1500 * time.Millisecond)
 	expectStatus(t, forgot(t, s, u.Email), 202)
-	token := tokenFrom(t, parse(t, waitMail(t, s, 2)[1]))
+	token := tokenFrom(t, parse(t, s.WaitMail(t, 2)[1]))
 	expectStatus(t, reset(t, s, token, newPassword, newPassword), 200)
 	expectStatus(t, login(t, s, u.LoginName, newPassword), 200)
 }
