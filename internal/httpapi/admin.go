@@ -104,19 +104,29 @@ func (s *Server) listDomains(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	resp := struct {
-		Items []domainResponse `json:"items"`
-		Next  string           `json:"next,omitempty"`
-	}{Items: []domainResponse{}}
-	if len(domains) > limit {
-		domains = domains[:limit]
-		resp.Next = domains[limit-1].ID.String()
-	}
-	for _, d := range domains {
-		resp.Items = append(resp.Items, domainJSON(d))
-	}
-	writeJSON(w, http.StatusOK, resp)
+	writeJSON(w, http.StatusOK, pageOf(domains, limit, func(d store.Domain) uuid.UUID { return d.ID }, domainJSON))
 	return nil
+}
+
+// page is a listing's answer: {"items":[…],"next"}, next being the after
+// of the following page, absent on the last.
+type page[R any] struct {
+	Items []R    `json:"items"`
+	Next  string `json:"next,omitempty"`
+}
+
+// pageOf answers a listing fetched with one row more than limit: that row
+// only tells that a next page exists.
+func pageOf[T, R any](rows []T, limit int, id func(T) uuid.UUID, toJSON func(T) R) page[R] {
+	p := page[R]{Items: make([]R, 0, min(len(rows), limit))}
+	if len(rows) > limit {
+		rows = rows[:limit]
+		p.Next = id(rows[limit-1]).String()
+	}
+	for _, r := range rows {
+		p.Items = append(p.Items, toJSON(r))
+	}
+	return p
 }
 
 // pageQuery reads limit and after (an id from an earlier page, described as
@@ -321,18 +331,7 @@ func (s *Server) listUsers(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	resp := struct {
-		Items []userResponse `json:"items"`
-		Next  string         `json:"next,omitempty"`
-	}{Items: []userResponse{}}
-	if len(users) > limit {
-		users = users[:limit]
-		resp.Next = users[limit-1].ID.String()
-	}
-	for _, u := range users {
-		resp.Items = append(resp.Items, userJSON(u))
-	}
-	writeJSON(w, http.StatusOK, resp)
+	writeJSON(w, http.StatusOK, pageOf(users, limit, func(u store.User) uuid.UUID { return u.ID }, userJSON))
 	return nil
 }
 
